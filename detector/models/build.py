@@ -74,7 +74,9 @@ class ModelConfig:
         _check_choice("padding", self.padding, PADDINGS)
         _check_choice("score_fn", self.score_fn, SCORE_FNS)
         if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1 (background excluded), got {self.num_classes}")
+            raise ValueError(
+                f"num_classes must be >= 1 (background excluded), got {self.num_classes}"
+            )
         if self.alpha <= 0:
             raise ValueError(f"alpha must be positive, got {self.alpha}")
         if min(self.image_size) < 32:
@@ -110,7 +112,9 @@ def _anchor_settings(anchors: str | AnchorSettings) -> AnchorSettings:
     if isinstance(anchors, AnchorSettings):
         return anchors
     if anchors not in ANCHOR_PRESETS:
-        raise ValueError(f"unknown anchor preset {anchors!r}; choose one of {sorted(ANCHOR_PRESETS)}")
+        raise ValueError(
+            f"unknown anchor preset {anchors!r}; choose one of {sorted(ANCHOR_PRESETS)}"
+        )
     return ANCHOR_PRESETS[anchors]
 
 

@@ -17,7 +17,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from .layers import conv_bn_act, make_conv, scaled_channels
+from .layers import conv_bn_act, init_conv, make_conv, scaled_channels
 from .mobilenet_v1 import MobileNetV1
 
 __all__ = ["HEAD_TYPES", "SSDFeatureExtractor", "SSDHead"]
@@ -78,7 +78,7 @@ class SSDFeatureExtractor(nn.Module):
         self.out_channels: tuple[int, ...] = tuple(out_channels)
         for m in self.extras.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                init_conv(m)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         feats = self.backbone.forward_features(x, self.source_layers)
@@ -127,24 +127,27 @@ class SSDHead(nn.Module):
         self.box_predictors = nn.ModuleList()
         self.class_predictors = nn.ModuleList()
         for ch, k in zip(in_channels, num_anchors):
-            for outputs, holder in ((4, self.box_predictors), (num_classes + 1, self.class_predictors)):
+            for outputs, holder in (
+                (4, self.box_predictors),
+                (num_classes + 1, self.class_predictors),
+            ):
                 holder.append(
                     _predictor(ch, k * outputs, head_type, kernel_size, activation, padding)
                 )
         for m in self.modules():
-            if isinstance(m, nn.Conv2d) and m.bias is not None:
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+            if isinstance(m, nn.Conv2d):
+                if m.bias is not None:  # the predictors
+                    nn.init.xavier_uniform_(m.weight)
+                    nn.init.zeros_(m.bias)
+                else:
+                    init_conv(m)
 
     @staticmethod
     def _flatten(x: Tensor, per_anchor: int) -> Tensor:
-        b, _, h, w = x.shape
-        return x.permute(0, 2, 3, 1).reshape(b, -1, per_anchor)
+        return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, per_anchor)
 
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
-        boxes = [
-            self._flatten(p(f), 4) for p, f in zip(self.box_predictors, features)
-        ]
+        boxes = [self._flatten(p(f), 4) for p, f in zip(self.box_predictors, features)]
         logits = [
             self._flatten(p(f), self.num_classes + 1)
             for p, f in zip(self.class_predictors, features)

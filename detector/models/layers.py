@@ -13,6 +13,7 @@ __all__ = [
     "PADDINGS",
     "Conv2dSame",
     "conv_bn_act",
+    "init_conv",
     "make_activation",
     "make_conv",
     "scaled_channels",
@@ -31,6 +32,15 @@ def scaled_channels(channels: int, alpha: float, min_depth: int) -> int:
     if alpha <= 0:
         raise ValueError(f"alpha must be positive, got {alpha}")
     return max(int(min_depth), int(channels * alpha))
+
+
+def init_conv(conv: nn.Conv2d) -> None:
+    """Kaiming-normal init; depthwise kernels by fan-in (fan-out would be ``C * 9`` and shrink
+    activations layer after layer), others by fan-out as torchvision's MobileNets."""
+    depthwise = conv.groups > 1 and conv.groups == conv.in_channels
+    nn.init.kaiming_normal_(conv.weight, mode="fan_in" if depthwise else "fan_out")
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
 
 
 def make_activation(name: str) -> nn.Module:
@@ -83,7 +93,13 @@ def make_conv(
     """A convolution with PyTorch symmetric (``"torch"``) or TF ``"SAME"`` (``"tf"``) padding."""
     if padding == "torch":
         return nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=bias
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            kernel_size // 2,
+            groups=groups,
+            bias=bias,
         )
     if padding == "tf":
         return Conv2dSame(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)

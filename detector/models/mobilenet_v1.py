@@ -14,7 +14,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from .layers import conv_bn_act, scaled_channels
+from .layers import conv_bn_act, init_conv, scaled_channels
 
 __all__ = ["MOBILENET_V1_BLOCKS", "DepthwiseSeparable", "MobileNetV1"]
 
@@ -131,12 +131,10 @@ class MobileNetV1(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Kaiming-normal convolutions, unit BN, small-normal classifier (torchvision style)."""
+        """Kaiming-normal convolutions (see :func:`init_conv`), unit BN, small-normal classifier (torchvision style)."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+                init_conv(m)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
