@@ -162,6 +162,7 @@ class TrainerSchema:
     grad_clip: float = 10.0  # max gradient norm; 0 disables
     eval_every: int = 1  # epochs
     max_steps: int = 0  # stop after this many optimizer steps (0 = no limit; debug runs)
+    checkpoint_every: int = 0  # also write last.pt every N steps (0 = at epoch ends only)
     log_every: int = 20  # steps
     threads: int = 0  # torch CPU threads (0 = torch's default)
     eval_batch_size: int = 64
