@@ -1,0 +1,87 @@
+"""Datasets, synthetic data, augmentation and batching.
+
+Every dataset yields the same :class:`Sample` (RGB ``uint8`` image, pixel xyxy ``float32`` boxes,
+``int64`` labels in ``1..C``, image id, class names) and knows nothing about anchors. Readers:
+:class:`CocoDetection`, :class:`VOCDetection`, :class:`FolderDetection` (images + VOC XML),
+:class:`WiderFace`; :func:`generate_synthetic` writes the default training data. Build them by
+name with :func:`build_dataset`, augment with :func:`build_transforms`, wrap with
+:class:`TransformedDataset` and batch with :func:`collate_detection` and :func:`worker_init_fn`.
+"""
+
+from __future__ import annotations
+
+from detector.data.base import (
+    DatasetError,
+    DataWarning,
+    DetectionDataset,
+    ImageEntry,
+    IssueLog,
+    Sample,
+    load_image,
+)
+from detector.data.coco import CocoDetection, load_coco_json, write_coco_json
+from detector.data.factory import DATASET_KINDS, build_dataset
+from detector.data.folder import FolderDetection, ratio_split, read_labels_file, read_split_list
+from detector.data.loader import (
+    TransformedDataset,
+    collate_detection,
+    seed_transforms,
+    worker_init_fn,
+)
+from detector.data.synthetic import SYNTHETIC_CLASSES, SyntheticConfig, generate_synthetic
+from detector.data.transforms import (
+    PRESETS,
+    DetectionTransform,
+    MinIoURandomCrop,
+    ZoomOut,
+    bbox_params,
+    build_transforms,
+    eval_transform,
+    photometric_distort,
+    ssd_train,
+    ssdlite_train,
+)
+from detector.data.voc import VOC_CLASSES, VOCDetection, parse_voc_xml, write_voc_xml
+from detector.data.widerface import WiderFace, parse_wider_gt
+
+__all__ = [
+    "DATASET_KINDS",
+    "PRESETS",
+    "SYNTHETIC_CLASSES",
+    "VOC_CLASSES",
+    "CocoDetection",
+    "DataWarning",
+    "DatasetError",
+    "DetectionDataset",
+    "DetectionTransform",
+    "FolderDetection",
+    "ImageEntry",
+    "IssueLog",
+    "MinIoURandomCrop",
+    "Sample",
+    "SyntheticConfig",
+    "TransformedDataset",
+    "VOCDetection",
+    "WiderFace",
+    "ZoomOut",
+    "bbox_params",
+    "build_dataset",
+    "build_transforms",
+    "collate_detection",
+    "eval_transform",
+    "generate_synthetic",
+    "load_coco_json",
+    "load_image",
+    "parse_voc_xml",
+    "parse_wider_gt",
+    "photometric_distort",
+    "ratio_split",
+    "read_labels_file",
+    "read_split_list",
+    "seed_transforms",
+    "ssd_train",
+    "ssdlite_train",
+    "worker_init_fn",
+    "write_coco_json",
+    "write_voc_xml",
+]

@@ -1,0 +1,155 @@
+"""WIDER FACE: ``wider_face_{train,val}_bbx_gt.txt`` plus the ``WIDER_{split}/images`` tree.
+
+Each record of the ground-truth file is an image path, a face count and one line per face with
+``x y w h blur expression illumination invalid occlusion pose`` (an image with no face still has
+one line of zeros). Faces flagged ``invalid`` and faces smaller than ``min_face_size`` are kept
+for evaluation as ``ignore`` and left out of training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from detector.data.base import (
+    DatasetError,
+    DetectionDataset,
+    ImageEntry,
+    image_size_from_header,
+    make_entry,
+    missing_images_error,
+)
+
+__all__ = ["WiderFace", "parse_wider_gt"]
+
+
+def parse_wider_gt(path: str | Path) -> list[tuple[str, np.ndarray]]:
+    """Parse a WIDER FACE ground-truth file.
+
+    Returns:
+        ``(relative image path, float64 [N, 10] rows)`` per image; rows are ``x y w h blur
+        expression illumination invalid occlusion pose``.
+
+    Raises:
+        DatasetError: missing file, or a count or face line that does not parse (with the line
+            number).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: WIDER FACE ground-truth file not found")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out: list[tuple[str, np.ndarray]] = []
+    i = 0
+    while i < len(lines):
+        name = lines[i].strip()
+        if not name:
+            i += 1
+            continue
+        if i + 1 >= len(lines):
+            raise DatasetError(f"{path}:{i + 2}: missing face count after {name!r}")
+        try:
+            count = int(lines[i + 1].strip())
+        except ValueError:
+            raise DatasetError(
+                f"{path}:{i + 2}: face count {lines[i + 1].strip()!r} is not an integer"
+            ) from None
+        if count < 0:
+            raise DatasetError(f"{path}:{i + 2}: negative face count {count}")
+        n_lines = max(count, 1)
+        rows = []
+        for j in range(i + 2, i + 2 + n_lines):
+            if j >= len(lines):
+                raise DatasetError(f"{path}:{j + 1}: file ends inside the faces of {name!r}")
+            parts = lines[j].split()
+            try:
+                values = [float(v) for v in parts]
+            except ValueError:
+                raise DatasetError(
+                    f"{path}:{j + 1}: face line {lines[j]!r} is not numeric"
+                ) from None
+            if len(values) < 4:
+                raise DatasetError(
+                    f"{path}:{j + 1}: face line needs at least x y w h, got {lines[j]!r}"
+                )
+            rows.append((values + [0.0] * 10)[:10])
+        faces = np.asarray(rows[:count], dtype=np.float64).reshape(-1, 10)
+        out.append((name, faces))
+        i += 2 + n_lines
+    return out
+
+
+class WiderFace(DetectionDataset):
+    """WIDER FACE (one class, ``"face"``).
+
+    Args:
+        root: folder with ``wider_face_split/`` and ``WIDER_{split}/images/``.
+        split: ``"train"`` or ``"val"`` (the test split has no public ground truth).
+        ann_file: ground-truth file; default ``root/wider_face_split/wider_face_{split}_bbx_gt.txt``
+            (or the same name directly in ``root``).
+        image_dir: image tree; default ``root/WIDER_{split}/images``.
+        min_face_size: faces whose shorter side is below this many pixels are ``ignore``.
+        keep_invalid: also train on faces flagged invalid (they stay ``ignore`` for evaluation).
+        strict: raise on every repaired or skipped problem.
+
+    Raises:
+        DatasetError: missing or malformed ground truth, missing images, zero images.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        *,
+        ann_file: str | Path | None = None,
+        image_dir: str | Path | None = None,
+        min_face_size: float = 0.0,
+        keep_invalid: bool = False,
+        strict: bool = False,
+    ) -> None:
+        root = Path(root)
+        if split not in {"train", "val"} and ann_file is None:
+            raise DatasetError(f"WIDER FACE split {split!r} has no ground truth (use train or val)")
+        if ann_file is None:
+            name = f"wider_face_{split}_bbx_gt.txt"
+            ann_file = root / "wider_face_split" / name
+            if not ann_file.is_file() and (root / name).is_file():
+                ann_file = root / name
+        self.ann_file = Path(ann_file)
+        self.image_dir = (
+            Path(image_dir) if image_dir is not None else root / f"WIDER_{split}" / "images"
+        )
+        self.min_face_size = float(min_face_size)
+        self._init_issues(f"WIDER FACE {split}", strict)
+
+        records = parse_wider_gt(self.ann_file)
+        entries: list[ImageEntry] = []
+        missing: list[tuple[Path, str]] = []
+        for rel, faces in records:
+            path = self.image_dir / rel
+            if not path.is_file():
+                missing.append((path, str(self.ann_file)))
+                continue
+            width, height = image_size_from_header(path)
+            boxes = np.concatenate([faces[:, :2], faces[:, :2] + faces[:, 2:4]], axis=1)
+            invalid = faces[:, 7] != 0
+            small = np.minimum(faces[:, 2], faces[:, 3]) < self.min_face_size
+            entry = make_entry(
+                path,
+                rel,
+                width,
+                height,
+                boxes,
+                np.ones(len(faces), dtype=np.int64),
+                invalid | small,
+                source=f"{self.ann_file} ({rel})",
+                issues=self.issues,
+            )
+            if keep_invalid:
+                eb = entry.boxes
+                big = np.minimum(eb[:, 2] - eb[:, 0], eb[:, 3] - eb[:, 1]) >= self.min_face_size
+                entry.train = entry.train | (entry.ignore & big)
+            entries.append(entry)
+        if missing:
+            raise missing_images_error(self.name, missing)
+        self._finish(entries, ["face"])
