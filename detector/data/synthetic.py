@@ -252,9 +252,11 @@ def render_image(
         ``(image uint8 [H, W, 3] RGB, boxes float32 [N, 4] pixel xyxy, labels int64 [N] in
         1..C, truncated bool [N])``.
     """
+    # independent streams: the background, blur and noise do not depend on the objects drawn
+    bg_rng, post_rng, rng = rng.spawn(3)
     lo, hi = cfg.image_size
-    w, h = int(rng.integers(lo, hi + 1)), int(rng.integers(lo, hi + 1))
-    img = _background(rng, h, w, cfg.clutter)
+    w, h = int(bg_rng.integers(lo, hi + 1)), int(bg_rng.integers(lo, hi + 1))
+    img = _background(bg_rng, h, w, cfg.clutter)
     owner = np.full((h, w), -1, np.int16)
     ref = math.sqrt(w * h)
     placed: list[_Placed] = []
@@ -319,13 +321,13 @@ def render_image(
             region[solid] = len(placed)
             placed.append(_Placed(label, box, inside, inside < total))
             break
-    if rng.random() < 0.3:
+    if post_rng.random() < 0.3:
         img = cv2.GaussianBlur(img, (3, 3), 0)
     # Gaussian pixel noise from OpenCV's per-thread generator, seeded from this image's generator
     # (several times faster than numpy's for this size); cv2.add saturates into uint8.
     noise = np.empty((h, w, 3), np.float32)
-    cv2.setRNGSeed(int(rng.integers(0, 2**31 - 1)))
-    cv2.randn(noise, 0.0, float(rng.uniform(*cfg.noise_sigma)))
+    cv2.setRNGSeed(int(post_rng.integers(0, 2**31 - 1)))
+    cv2.randn(noise, 0.0, float(post_rng.uniform(*cfg.noise_sigma)))
     image = cv2.add(img, noise, dtype=cv2.CV_8U)
     boxes = (
         np.stack([p.box for p in placed]).astype(np.float32)
