@@ -129,7 +129,9 @@ class SeededTransformDataset(Dataset):
         s = _mix(self.seed, self.epoch, index)
         random.seed(s)
         np.random.seed(s % (2**32))
-        seeder = getattr(self.transform, "set_random_seed", None)
+        seeder = getattr(self.transform, "set_seed", None) or getattr(
+            self.transform, "set_random_seed", None
+        )
         if seeder is not None:
             seeder(s % (2**32))
         return self.transform(sample)
@@ -140,33 +142,47 @@ def dataset_options(cfg: DatasetSchema, split: str) -> dict[str, Any]:
     train = split == "train"
     kind = cfg.kind
     if kind == "synthetic":
-        return {"root": cfg.root}
+        return {
+            "root": cfg.root,
+            "num_train": cfg.num_train,
+            "num_val": cfg.num_val,
+            "seed": cfg.seed,
+        }
     if kind == "coco":
         return {
             "ann_file": cfg.train_ann_file if train else cfg.val_ann_file,
             "image_dir": cfg.train_images if train else cfg.val_images,
-            "keep_empty": cfg.keep_empty if train else True,
+            "drop_empty": not cfg.keep_empty if train else False,
         }
     if kind == "voc":
         return {
             "root": cfg.root,
             "years": list(cfg.train_years if train else cfg.val_years),
-            "image_set": cfg.train_split if train else cfg.val_split,
             "keep_difficult": cfg.keep_difficult,
         }
     if kind == "folder":
-        return {
+        options: dict[str, Any] = {
             "root": cfg.root,
             "labels_file": cfg.labels_file,
-            "list_file": cfg.train_list if train else cfg.val_list,
-            "val_ratio": cfg.val_ratio,
+            "val_fraction": cfg.val_ratio,
             "seed": cfg.seed,
         }
+        split_file = cfg.train_list if train else cfg.val_list
+        if split_file is not None:
+            options["split_file"] = split_file
+        return options
     if kind == "widerface":
         return {"root": cfg.root, "min_face_size": cfg.min_face_size}
     raise ValueError(
         f"unknown dataset.kind {kind!r}; choose synthetic, coco, voc, folder or widerface"
     )
+
+
+def split_name(cfg: DatasetSchema, split: str) -> str:
+    """The reader's split name: VOC image sets come from the config, the others use train/val."""
+    if cfg.kind == "voc":
+        return cfg.train_split if split == "train" else cfg.val_split
+    return split
 
 
 def build_datasets(spec: TrainSchema, info: DistInfo) -> tuple[Dataset, Dataset | None]:
@@ -175,13 +191,13 @@ def build_datasets(spec: TrainSchema, info: DistInfo) -> tuple[Dataset, Dataset 
     if cfg.kind == "synthetic":
         if cfg.root is None:
             raise ValueError("dataset.root must name the folder for the synthetic dataset")
-        if info.is_main:
+        if info.is_main:  # generate (or find cached) once before the other ranks read it
             generate_synthetic(
                 Path(cfg.root), num_train=cfg.num_train, num_val=cfg.num_val, seed=cfg.seed
             )
         barrier(info)
-    train = build_dataset(cfg.kind, "train", **dataset_options(cfg, "train"))
-    val = build_dataset(cfg.kind, "val", **dataset_options(cfg, "val"))
+    train = build_dataset(cfg.kind, split_name(cfg, "train"), **dataset_options(cfg, "train"))
+    val = build_dataset(cfg.kind, split_name(cfg, "val"), **dataset_options(cfg, "val"))
     if list(val.classes) != list(train.classes):
         raise ValueError(
             f"training and validation classes differ: {list(train.classes)} vs {list(val.classes)}"

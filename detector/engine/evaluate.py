@@ -62,10 +62,10 @@ def build_evaluator(dataset, kind: str, **options: Any):
     COCO-JSON datasets are evaluated against their original annotation file (so the numbers are
     those pycocotools gives for that file); other datasets through their ``records()``.
     """
-    from ..evaluation import CocoEvaluator, VOCEvaluator
-
     classes = list(dataset.classes)
     if kind == "coco":
+        from ..evaluation.coco import CocoEvaluator
+
         ann_file = getattr(dataset, "ann_file", None)
         if ann_file is not None and getattr(dataset, "label_to_category_id", None) is not None:
             return CocoEvaluator(
@@ -76,5 +76,7 @@ def build_evaluator(dataset, kind: str, **options: Any):
             )
         return CocoEvaluator(classes, records=dataset.records(), **options)
     if kind in ("voc07", "voc"):
+        from ..evaluation.voc import VOCEvaluator
+
         return VOCEvaluator(classes, dataset.records(), metric=kind, **options)
     raise ValueError(f"unknown evaluator {kind!r}; choose coco, voc07 or voc")

@@ -210,8 +210,7 @@ def fit(
     writer.info(
         f"{len(train_set)} training images, {len(val_set) if val_set is not None else 0} "
         f"validation images, {len(classes)} classes, {model.num_anchors} anchors, "
-        f"{total_steps} steps on {device}"
-        + (f" x{info.world_size} ranks" if info.enabled else "")
+        f"{total_steps} steps on {device}" + (f" x{info.world_size} ranks" if info.enabled else "")
     )
 
     def checkpoint_payload(epoch: int, batch_in_epoch: int) -> dict[str, Any]:
@@ -246,7 +245,9 @@ def fit(
         train_loader.dataset.set_epoch(epoch)
         batch_index = start_batch
         start_batch = 0
-        progress = writer.progress(len(train_loader) - batch_index + 0, f"epoch {epoch + 1}/{trainer.epochs}")
+        progress = writer.progress(
+            len(train_loader) - batch_index + 0, f"epoch {epoch + 1}/{trainer.epochs}"
+        )
         t0, seen = time.perf_counter(), 0
         for batch in train_loader:
             images = batch["images"].to(device, non_blocking=True)
@@ -414,7 +415,9 @@ class _Logger:
                 self.tb.add_scalar(key, value, step)
         if bar is not None:
             bar.set_postfix(
-                loss=f"{values['train/loss']:.3f}", lr=f"{values['train/lr']:.2e}", img_s=f"{speed:.1f}"
+                loss=f"{values['train/loss']:.3f}",
+                lr=f"{values['train/lr']:.2e}",
+                img_s=f"{speed:.1f}",
             )
             bar.update(1)
 
@@ -434,7 +437,9 @@ class _Logger:
                 self.tb.add_scalar(key, value, step)
         self.csv_file.flush()
         shown = ", ".join(
-            f"{k}={numeric[k]:.4f}" for k in ("val/mAP", "val/mAP50") if k in numeric and math.isfinite(numeric[k])
+            f"{k}={numeric[k]:.4f}"
+            for k in ("val/mAP", "val/mAP50")
+            if k in numeric and math.isfinite(numeric[k])
         )
         self.info(f"step {step}: {shown}")
 

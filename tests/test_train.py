@@ -1,0 +1,147 @@
+"""Training: smoke run + reload, exact resume after an interruption, DDP with 2 CPU processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from detector.config import TrainSchema, from_hydra, register_schemas
+from detector.data import generate_synthetic
+from detector.engine.checkpoint import load_checkpoint, load_detector
+from detector.engine.data import build_datasets, make_val_loader
+from detector.engine.distributed import DistInfo
+from detector.engine.plots import read_metrics
+from detector.engine.train import NonFiniteLossError, evaluate_model, fit
+
+REPO = Path(__file__).resolve().parents[1]
+register_schemas()
+
+
+@pytest.fixture(scope="module")
+def tiny_synthetic(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic(root, num_train=16, num_val=6, seed=3)
+    return root
+
+
+def _spec(root: Path, *overrides: str) -> TrainSchema:
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        cfg = compose(
+            "train",
+            overrides=[
+                "trainer=debug",
+                f"dataset.root={root}",
+                "dataset.num_train=16",
+                "dataset.num_val=6",
+                "dataset.seed=3",
+                "backbone.alpha=0.25",
+                "image_size=[96,96]",
+                *overrides,
+            ],
+        )
+        with open_dict(cfg):
+            cfg.pop("hydra", None)
+        return from_hydra(cfg)
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    """Step -> training loss; a resumed run's later rows win."""
+    return dict(read_metrics(run_dir / "metrics.csv")["train/loss"])
+
+
+def test_smoke_train_eval_save_reload(tiny_synthetic: Path, tmp_path: Path) -> None:
+    spec = _spec(tiny_synthetic, "trainer.max_steps=3")
+    metrics = fit(spec, tmp_path)
+    assert {"val/mAP", "val/mAP50"} <= set(metrics)
+    assert 0.0 <= metrics["val/mAP"] <= 1.0
+    for name in ("last.pt", "best.pt", "metrics.csv", "train.log"):
+        assert (tmp_path / name).is_file(), name
+    assert any((tmp_path / "tensorboard").iterdir())
+    ckpt = load_checkpoint(tmp_path / "best.pt")  # weights_only=True inside
+    assert ckpt["step"] == 3 and ckpt["classes"]
+    # Reload and evaluate again: identical metrics to the ones the run logged.
+    model, classes = load_detector(tmp_path / "best.pt")
+    assert classes == ckpt["classes"]
+    _, val_set = build_datasets(spec, DistInfo())
+    again = evaluate_model(
+        model,
+        make_val_loader(val_set, spec, DistInfo()),
+        val_set,
+        spec,
+        DistInfo(),
+        torch.device("cpu"),
+    )
+    assert again["val/mAP"] == pytest.approx(metrics["val/mAP"], abs=1e-12)
+    assert again["val/mAP50"] == pytest.approx(metrics["val/mAP50"], abs=1e-12)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_exact_resume_after_mid_epoch_kill(tiny_synthetic: Path, tmp_path: Path) -> None:
+    """Killed mid-epoch and resumed from the last checkpoint: same losses as without the kill."""
+    common = (
+        "trainer.epochs=2",
+        "trainer.max_steps=0",
+        "trainer.num_workers=2",
+        "trainer.ema=true",
+        "trainer.checkpoint_every=2",
+        "augment=ssd",
+        "optimizer.lr=0.05",
+    )
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
+    fit(_spec(tiny_synthetic, *common), full_dir)
+    full = _losses(full_dir)
+    assert len(full) == 8  # 16 images / batch 4 = 4 steps per epoch, 2 epochs
+
+    def kill_at_step_3(step: int, _values: dict) -> None:
+        if step == 3:  # mid-epoch; the last checkpoint was written after step 2
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        fit(_spec(tiny_synthetic, *common), cut_dir, on_step_end=kill_at_step_3)
+    assert load_checkpoint(cut_dir / "last.pt")["step"] == 2
+    fit(_spec(tiny_synthetic, *common, f"resume={cut_dir / 'last.pt'}"), cut_dir)
+    resumed = _losses(cut_dir)
+    assert sorted(resumed) == sorted(full)
+    for step in full:
+        assert resumed[step] == full[step], f"step {step}: {resumed[step]} != {full[step]}"
+    a = load_checkpoint(full_dir / "last.pt")
+    b = load_checkpoint(cut_dir / "last.pt")
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+    for key in a["ema"]:
+        torch.testing.assert_close(a["ema"][key], b["ema"][key], rtol=0, atol=0)
+
+
+def test_non_finite_loss_stops_with_step(tiny_synthetic: Path, tmp_path: Path) -> None:
+    spec = _spec(tiny_synthetic, "trainer.max_steps=4", "optimizer.lr=1e30", "trainer.grad_clip=0")
+    with pytest.raises(NonFiniteLossError, match=r"at step \d+"):
+        fit(spec, tmp_path)
+
+
+def test_ddp_two_cpu_processes(tiny_synthetic: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+        str(REPO / "train.py"),
+        "trainer=debug", "trainer.epochs=2", "trainer.max_steps=3", f"dataset.root={tiny_synthetic}",
+        "dataset.num_train=16", "dataset.num_val=6", "dataset.seed=3",
+        "backbone.alpha=0.25", "image_size=[96,96]", f"hydra.run.dir={tmp_path}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["step"] == 3
+    log = (tmp_path / "train.log").read_text()
+    assert "x2 ranks" in log
+    # 16 images, batch 4 per rank, 2 ranks: 2 steps per epoch
+    assert "3 steps" in log
