@@ -1,0 +1,253 @@
+"""Export wrappers: the SSD network plus the part of post-processing that goes in the graph.
+
+* :class:`Postprocess` maps raw head outputs to decoded boxes and scores (``stage="decoded"``) or
+  to fixed-size padded detections (``stage="nms"``). It uses only tensor ops and one custom op,
+  :func:`onnx_nms`, which runs ONNX ``NonMaxSuppression`` semantics in eager mode and becomes that
+  ONNX operator when exported.
+* :class:`ExportWrapper` is ``model`` followed by :class:`Postprocess` (or nothing, ``raw``): the
+  single module whose outputs an exported artifact must reproduce.
+
+The in-graph NMS reproduces :func:`detector.postprocess.postprocess_detections` exactly (up to
+score ties): per class the ``topk_candidates`` best anchors, candidates scoring strictly above
+``score_thresh``, class-wise NMS, then the ``max_detections`` best over all classes. Boxes stay
+normalised to the model input (``[0, 1]`` xyxy, clipped when ``clip_boxes``); multiply by the
+original ``(W, H, W, H)`` to get pixels, as the reference does before clipping (IoU and clipping
+commute with that scaling).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import batched_nms
+
+from ..box_ops import BoxCoder
+from ..models import SSD
+from .formats import STAGES
+
+__all__ = ["ExportWrapper", "Postprocess", "fold_batchnorm", "onnx_nms", "output_names"]
+
+
+@torch.library.custom_op("detector_export::nms", mutates_args=())
+def onnx_nms(
+    boxes: Tensor,
+    scores: Tensor,
+    max_output_per_class: int,
+    iou_threshold: float,
+    score_threshold: float,
+) -> Tensor:
+    """ONNX ``NonMaxSuppression`` (``center_point_box=0``) in eager PyTorch.
+
+    Args:
+        boxes: ``Tensor[N, K, 4]`` xyxy boxes of ``N`` independent problems.
+        scores: ``Tensor[N, 1, K]`` one class per problem.
+        max_output_per_class: keep at most this many boxes per problem.
+        iou_threshold: suppress boxes overlapping a kept one by more than this.
+        score_threshold: consider boxes scoring strictly above this.
+
+    Returns:
+        ``Tensor[S, 3]`` int64 ``(problem, class=0, box)`` triples, problem by problem, by
+        decreasing score within a problem.
+    """
+    n, k = boxes.shape[0], boxes.shape[1]
+    flat_scores = scores.reshape(-1)
+    rows = torch.arange(n, device=boxes.device).repeat_interleave(k)
+    cand = (flat_scores > score_threshold).nonzero().squeeze(1)
+    kept = cand[
+        batched_nms(boxes.reshape(-1, 4)[cand], flat_scores[cand], rows[cand], iou_threshold)
+    ]
+    kept_rows = rows[kept]
+    # Group by problem keeping the score order, then cap each problem's count.
+    order = torch.sort(kept_rows, stable=True).indices
+    kept, kept_rows = kept[order], kept_rows[order]
+    counts = torch.bincount(kept_rows, minlength=n)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(kept.numel(), device=boxes.device) - starts[kept_rows]
+    kept, kept_rows = kept[rank < max_output_per_class], kept_rows[rank < max_output_per_class]
+    return torch.stack((kept_rows, torch.zeros_like(kept_rows), kept % k), dim=1).to(torch.int64)
+
+
+@onnx_nms.register_fake
+def _onnx_nms_fake(boxes, scores, max_output_per_class, iou_threshold, score_threshold):
+    num = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((num, 3), dtype=torch.int64)
+
+
+class Postprocess(nn.Module):
+    """Raw SSD outputs to decoded boxes/scores or to padded NMS detections.
+
+    Args:
+        anchors: ``Tensor[A, 4]`` normalised xyxy anchors.
+        stage: ``"decoded"`` or ``"nms"``.
+        score_fn: ``"softmax"`` or ``"sigmoid"``.
+        box_coder: delta coder (``BoxCoder()`` if None).
+        score_thresh, nms_thresh, topk_candidates, max_detections, clip_boxes: as
+            :func:`detector.postprocess.postprocess_detections`.
+
+    Shapes:
+        ``forward(box_deltas [B, A, 4], class_logits [B, A, C + 1])`` returns
+
+        * ``decoded``: ``boxes [B, A, 4]`` normalised xyxy, ``scores [B, A, C + 1]`` (column 0 is
+          the background);
+        * ``nms``: ``boxes [B, M, 4]`` normalised xyxy, ``scores [B, M]``, ``labels [B, M]`` int64
+          in ``1..C``, ``count [B]`` int64, with ``M = min(max_detections, C * topk)``; rows past
+          ``count`` are padding (zeros, label 0), valid rows come first by decreasing score.
+    """
+
+    def __init__(
+        self,
+        anchors: Tensor,
+        *,
+        stage: str = "nms",
+        score_fn: str = "softmax",
+        box_coder: BoxCoder | None = None,
+        score_thresh: float = 0.01,
+        nms_thresh: float = 0.45,
+        topk_candidates: int = 400,
+        max_detections: int = 200,
+        clip_boxes: bool = True,
+    ) -> None:
+        super().__init__()
+        if stage not in ("decoded", "nms"):
+            raise ValueError(f"Postprocess stage must be 'decoded' or 'nms', got {stage!r}")
+        if score_fn not in ("softmax", "sigmoid"):
+            raise ValueError(f"unknown score_fn {score_fn!r}")
+        if topk_candidates < 1 or max_detections < 1:
+            raise ValueError("topk_candidates and max_detections must be >= 1")
+        self.stage = stage
+        self.score_fn = score_fn
+        self.box_coder = box_coder if box_coder is not None else BoxCoder()
+        self.score_thresh = float(score_thresh)
+        self.nms_thresh = float(nms_thresh)
+        self.topk_candidates = int(topk_candidates)
+        self.max_detections = int(max_detections)
+        self.clip_boxes = bool(clip_boxes)
+        self.register_buffer("anchors", anchors.detach().to(torch.float32).clone())
+
+    def decode(self, box_deltas: Tensor, class_logits: Tensor) -> tuple[Tensor, Tensor]:
+        boxes = self.box_coder.decode(box_deltas, self.anchors)
+        if self.clip_boxes:
+            boxes = boxes.clamp(0.0, 1.0)
+        if self.score_fn == "softmax":
+            scores = class_logits.softmax(dim=-1)
+        else:
+            scores = class_logits.sigmoid()
+        return boxes, scores
+
+    def forward(self, box_deltas: Tensor, class_logits: Tensor) -> tuple[Tensor, ...]:
+        boxes, scores = self.decode(box_deltas, class_logits)
+        if self.stage == "decoded":
+            return boxes, scores
+        batch, num_anchors, num_cols = scores.shape
+        num_classes = num_cols - 1
+        k = min(self.topk_candidates, num_anchors)
+        # Per class, the k best anchors: [B, C, k].
+        class_scores = scores[..., 1:].transpose(1, 2)
+        top_scores, top_idx = class_scores.topk(k, dim=2)
+        cand_boxes = torch.gather(
+            boxes.unsqueeze(1).expand(batch, num_classes, num_anchors, 4),
+            2,
+            top_idx.unsqueeze(-1).expand(batch, num_classes, k, 4),
+        )
+        # One NMS problem per (image, class): exactly the reference's class-wise NMS over its
+        # per-class candidates.
+        selected = onnx_nms(
+            cand_boxes.reshape(batch * num_classes, k, 4),
+            top_scores.reshape(batch * num_classes, 1, k),
+            min(k, self.max_detections),
+            self.nms_thresh,
+            self.score_thresh,
+        )
+        flat = selected[:, 0] * k + selected[:, 2]
+        kept = torch.zeros(batch * num_classes * k, dtype=torch.bool, device=scores.device)
+        kept = kept.index_put((flat,), torch.ones_like(flat, dtype=torch.bool))
+        flat_scores = top_scores.reshape(-1)
+        kept = kept & (flat_scores > self.score_thresh)
+        masked = torch.where(kept, flat_scores, torch.full_like(flat_scores, -1.0))
+        m = min(self.max_detections, num_classes * k)
+        det_scores, det_idx = masked.reshape(batch, num_classes * k).topk(m, dim=1)
+        valid = det_scores > -0.5
+        det_boxes = torch.gather(
+            cand_boxes.reshape(batch, num_classes * k, 4),
+            1,
+            det_idx.unsqueeze(-1).expand(batch, m, 4),
+        )
+        labels = torch.div(det_idx, k, rounding_mode="floor") + 1
+        det_boxes = torch.where(valid.unsqueeze(-1), det_boxes, torch.zeros_like(det_boxes))
+        det_scores = torch.where(valid, det_scores, torch.zeros_like(det_scores))
+        labels = torch.where(valid, labels, torch.zeros_like(labels))
+        count = valid.to(torch.int64).sum(dim=1)
+        return det_boxes, det_scores, labels, count
+
+
+def output_names(stage: str) -> list[str]:
+    """Names of the graph outputs of each stage."""
+    if stage == "raw":
+        return ["box_deltas", "class_logits"]
+    if stage == "decoded":
+        return ["boxes", "scores"]
+    if stage == "nms":
+        return ["boxes", "scores", "labels", "count"]
+    raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every ``conv -> bn`` pair of :func:`detector.models.layers.conv_bn_act` in place.
+
+    The module must be in eval mode; each BatchNorm becomes ``nn.Identity`` and its conv gains
+    the folded bias. Outputs are unchanged up to float rounding (~1e-6 relative).
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if module.training:
+        raise ValueError("fold_batchnorm needs a module in eval mode")
+    for sub in module.modules():
+        conv, bn = getattr(sub, "conv", None), getattr(sub, "bn", None)
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+            sub.conv = fuse_conv_bn_eval(conv, bn)
+            sub.bn = nn.Identity()
+    return module
+
+
+class ExportWrapper(nn.Module):
+    """``model`` plus in-graph post-processing: what an exported artifact computes.
+
+    Args:
+        model: the trained :class:`SSD` (copied; the original is left untouched).
+        decode: end the graph after decoding: ``boxes [B, A, 4]``, ``scores [B, A, C + 1]``.
+        nms: end the graph after NMS (implies ``decode``): padded ``boxes, scores, labels,
+            count`` (see :class:`Postprocess`).
+        fold_bn: fold BatchNorm into the convolutions (cleaner graph, same outputs).
+        **post: ``score_thresh``, ``nms_thresh``, ``topk_candidates``, ``max_detections``,
+            ``clip_boxes``, ``box_coder`` for :class:`Postprocess`.
+
+    With neither ``decode`` nor ``nms`` the outputs are the model's own ``(box_deltas,
+    class_logits)``.
+    """
+
+    def __init__(
+        self, model: SSD, *, decode: bool = False, nms: bool = False, fold_bn: bool = True, **post
+    ) -> None:
+        super().__init__()
+        net = copy.deepcopy(model).eval()
+        if fold_bn:
+            fold_batchnorm(net)
+        self.model = net
+        self.stage = "nms" if nms else "decoded" if decode else "raw"
+        self.post = (
+            None
+            if self.stage == "raw"
+            else Postprocess(model.anchors, stage=self.stage, score_fn=model.score_fn, **post)
+        )
+
+    @property
+    def output_names(self) -> list[str]:
+        return output_names(self.stage)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        box_deltas, class_logits = self.model(images)
+        if self.post is None:
+            return box_deltas, class_logits
+        return self.post(box_deltas, class_logits)
