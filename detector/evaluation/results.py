@@ -187,7 +187,7 @@ def _check_known(
         if len(examples) == 5:
             break
     raise ResultsFileError(
-        f"{source}: {unknown.size} of {len(values)} detections have a {what} that is not in the "
+        f"{source}: {unknown.size} of {len(values)} detections have {what}s that are not in the "
         f"ground truth ({known} known), e.g. {examples} (first at entry {int(unknown[0])}); "
         "is this the right annotation file / class list?"
     )

@@ -256,7 +256,11 @@ class VOCEvaluator:
         self._store.load_state(state)
 
     def evaluate(self) -> dict[str, Any]:
-        """AP per class (``AP/<name>``), ``mAP``, counters and ``protocol``."""
+        """AP per class and mAP over all processed predictions.
+
+        Keys: ``mAP``, per class ``AP/<name>``, ``num_gt/<name>`` (non-difficult),
+        ``num_tp/<name>``, ``num_fp/<name>``; counters; ``protocol``.
+        """
         counters = {"num_duplicate_images": self._store.num_duplicate_images}
         dets = self._store.detections()
         if not len(dets):
@@ -295,11 +299,15 @@ class VOCEvaluator:
         self.curves = {}
         bounds = np.searchsorted(labels_sorted, np.arange(1, self.num_classes + 2))
         n_no_gt = 0
+        n_tp = np.zeros(self.num_classes, dtype=np.int64)
+        n_fp = np.zeros(self.num_classes, dtype=np.int64)
         for k in range(self.num_classes):
             lo, hi = bounds[k], bounds[k + 1]
             keep = tp[lo:hi] | fp[lo:hi]  # drop detections ignored on difficult boxes
             ctp = np.cumsum(tp[lo:hi][keep]).astype(np.float64)
             cfp = np.cumsum(fp[lo:hi][keep]).astype(np.float64)
+            n_tp[k] = int(tp[lo:hi].sum())
+            n_fp[k] = int(fp[lo:hi].sum())
             npos = int(self.num_gt[k])
             if npos == 0:
                 n_no_gt += hi - lo
@@ -313,8 +321,9 @@ class VOCEvaluator:
             metrics["mAP"] = float(np.mean(aps[valid]))
         for k, name in enumerate(self.class_names):
             metrics[f"AP/{name}"] = float(aps[k])
-        for k, name in enumerate(self.class_names):
-            metrics[f"num_gt/{name}"] = int(self.num_gt[k])
+        for column, values in (("num_gt", self.num_gt), ("num_tp", n_tp), ("num_fp", n_fp)):
+            for k, name in enumerate(self.class_names):
+                metrics[f"{column}/{name}"] = int(values[k])
         metrics.update(
             {
                 "num_images": len(self.records),
