@@ -1,0 +1,390 @@
+"""ONNX export: raw parity, in-graph NMS vs the reference post-processing, dynamic batch, the
+sidecar (torch-free decoding), early errors, the export.py entry point and int8."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from detector.engine.checkpoint import save_checkpoint
+from detector.export import (
+    ExportError,
+    ExportOptions,
+    ExportWrapper,
+    check_request,
+    detections_from_outputs,
+    export_checkpoint,
+    export_model,
+    format_table,
+    match_detections,
+    read_sidecar,
+    verify_artifact,
+)
+from detector.export.images import generated_images, preprocess
+from detector.export.onnx_format import OnnxRunner
+from detector.export.schema import options_from_hydra, register_export_schemas
+from detector.models import ssd_mobilenet_v1
+from detector.postprocess import postprocess_detections
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = (128, 128)
+CLASSES = ["circle", "square", "triangle"]
+# Small post-processing settings keep the in-graph NMS cheap; the logic is the same at any size.
+POST = {"score_thresh": 0.05, "nms_thresh": 0.45, "topk_candidates": 100, "max_detections": 50}
+
+
+def _tiny_model(score_fn: str = "softmax", seed: int = 0):
+    """alpha 0.25 at 128x128 with sharpened class predictors, so that a randomly initialised
+    model gives confident, image-dependent detections to compare."""
+    torch.manual_seed(seed)
+    model = ssd_mobilenet_v1(len(CLASSES), alpha=0.25, image_size=SIZE, score_fn=score_fn)
+    with torch.no_grad():
+        for p in model.head.class_predictors:
+            p.weight.mul_(6.0)
+    return model.eval()
+
+
+def _reference(model, images: np.ndarray, sizes, **post):
+    with torch.no_grad():
+        deltas, logits = model(torch.from_numpy(images))
+    dets = postprocess_detections(
+        deltas, logits, model.anchors, sizes, score_fn=model.score_fn, **post
+    )
+    return deltas.numpy(), logits.numpy(), [{k: v.numpy() for k, v in d.items()} for d in dets]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _tiny_model()
+
+
+@pytest.fixture(scope="module")
+def images():
+    imgs = generated_images(3, seed=7, size=(96, 160))  # not the model's aspect ratio
+    return imgs, preprocess(imgs, SIZE), [im.shape[:2] for im in imgs]
+
+
+@pytest.fixture(scope="module")
+def raw_export(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("raw")
+    result = export_model(model, CLASSES, out, ExportOptions(**POST), name="tiny", log=None)
+    return result
+
+
+@pytest.fixture(scope="module")
+def nms_export(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("nms")
+    options = ExportOptions(nms=True, dynamic_batch=True, **POST)
+    return export_model(model, CLASSES, out, options, name="tiny_nms", log=None)
+
+
+# --------------------------------------------------------------------------------------- raw
+def test_raw_outputs_match_pytorch(model, images, raw_export) -> None:
+    _, x, _ = images
+    assert raw_export.model_path.is_file() and raw_export.sidecar_path.is_file()
+    runner = OnnxRunner(raw_export.model_path)
+    assert runner.output_names == ["box_deltas", "class_logits"]
+    assert runner.fixed_batch == 1
+    with torch.no_grad():
+        deltas, logits = model(torch.from_numpy(x))
+    out = runner(x)  # fixed batch 1: run in chunks
+    np.testing.assert_allclose(out["box_deltas"], deltas.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(out["class_logits"], logits.numpy(), atol=1e-4, rtol=0)
+    verdict = raw_export.verdicts[0]
+    assert verdict.passed and verdict.precision == "fp32"
+    assert verdict.num_reference > 0 and verdict.agreement == 1.0
+
+
+def test_raw_graph_is_clean(raw_export) -> None:
+    import onnx
+
+    proto = onnx.load(str(raw_export.model_path))
+    ops = {n.op_type for n in proto.graph.node}
+    assert "BatchNormalization" not in ops  # folded before export
+    assert ops <= {"Conv", "Clip", "Transpose", "Reshape", "Concat", "Sub", "Div"}, ops
+    assert [i.name for i in proto.graph.input] == ["images"]
+
+
+def test_sidecar_alone_decodes_raw_outputs(model, images, raw_export) -> None:
+    """A torch-free runtime with only the sidecar reproduces postprocess_detections."""
+    _, x, sizes = images
+    sidecar = read_sidecar(raw_export.sidecar_path)
+    assert sidecar["stage"] == "raw" and sidecar["classes"] == CLASSES
+    assert sidecar["input"]["layout"] == "NCHW" and sidecar["input"]["value_range"] == [0.0, 1.0]
+    assert len(sidecar["decode"]["anchors"]) == model.num_anchors
+    assert sidecar["decode"]["box_coder"]["weights"] == [10.0, 10.0, 5.0, 5.0]
+    np.testing.assert_array_equal(
+        np.asarray(sidecar["decode"]["anchors"], np.float32), model.anchors.numpy()
+    )
+    assert sidecar["verification"][0]["passed"] is True
+    out = OnnxRunner(raw_export.model_path)(x)
+    mine = detections_from_outputs(out, sidecar, sizes)
+    *_, ref = _reference(model, x, sizes, **POST)
+    for a, b in zip(mine, ref):
+        assert len(a["scores"]) == len(b["scores"])
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+        np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-5)
+        np.testing.assert_allclose(a["boxes"], b["boxes"], atol=1e-2)
+
+
+# --------------------------------------------------------------------------------------- NMS
+def test_nms_in_graph_matches_postprocess(model, images, nms_export) -> None:
+    _, x, sizes = images
+    runner = OnnxRunner(nms_export.model_path)
+    assert runner.output_names == ["boxes", "scores", "labels", "count"]
+    out = runner(x)
+    assert out["boxes"].shape == (3, POST["max_detections"], 4)
+    assert out["labels"].dtype == np.int64 and out["count"].shape == (3,)
+    sidecar = read_sidecar(nms_export.sidecar_path)
+    assert sidecar["stage"] == "nms" and "decode" not in sidecar
+    assert sidecar["postprocess"]["applied_in_graph"] is True
+    mine = detections_from_outputs(out, sidecar, sizes)
+    *_, ref = _reference(model, x, sizes, **POST)
+    matched, total = match_detections(ref, mine, min_score=0.3, iou=0.9)
+    assert total > 10
+    assert matched >= 0.99 * total
+    # Same number of detections, and valid rows come first by decreasing score, padding after.
+    for i, det in enumerate(ref):
+        n = int(out["count"][i])
+        assert n == len(det["scores"])
+        assert np.all(np.diff(out["scores"][i, :n]) <= 1e-7)
+        assert np.all(out["labels"][i, n:] == 0) and np.all(out["scores"][i, n:] == 0)
+        assert set(out["labels"][i, :n].tolist()) <= {1, 2, 3}
+
+
+def test_dynamic_batch_one_and_three(images, nms_export) -> None:
+    _, x, _ = images
+    runner = OnnxRunner(nms_export.model_path)
+    assert runner.fixed_batch is None
+    both = runner(x)
+    for i in range(3):
+        single = runner(x[i : i + 1])
+        for name in ("boxes", "scores", "labels", "count"):
+            np.testing.assert_allclose(single[name][0], both[name][i], atol=1e-5)
+
+
+def test_wrapper_matches_reference_in_eager(model, images) -> None:
+    """The module an artifact reproduces equals postprocess_detections in PyTorch itself."""
+    _, x, sizes = images
+    wrapper = ExportWrapper(model, nms=True, **POST)
+    with torch.no_grad():
+        boxes, scores, labels, count = wrapper(torch.from_numpy(x))
+    *_, ref = _reference(model, x, sizes, **POST)
+    for i, det in enumerate(ref):
+        n = int(count[i])
+        h, w = sizes[i]
+        assert n == len(det["scores"])
+        np.testing.assert_array_equal(labels[i, :n].numpy(), det["labels"])
+        np.testing.assert_allclose(scores[i, :n].numpy(), det["scores"], atol=1e-6)
+        scale = np.array([w, h, w, h], np.float32)
+        np.testing.assert_allclose(boxes[i, :n].numpy() * scale, det["boxes"], atol=1e-3)
+
+
+def test_decoded_stage_sigmoid(tmp_path) -> None:
+    model = _tiny_model("sigmoid", seed=1)
+    options = ExportOptions(decode=True, num_verify_images=3, **POST)
+    result = export_model(model, CLASSES, tmp_path, options, name="dec", log=None)
+    assert result.passed
+    sidecar = result.sidecar
+    assert sidecar["stage"] == "decoded" and sidecar["scores"]["score_fn"] == "sigmoid"
+    x = preprocess(generated_images(1, seed=3), SIZE)
+    out = OnnxRunner(result.model_path)(x)
+    wrapper = ExportWrapper(model, decode=True, **POST)
+    with torch.no_grad():
+        boxes, scores = wrapper(torch.from_numpy(x))
+    np.testing.assert_allclose(out["boxes"], boxes.numpy(), atol=1e-5)
+    np.testing.assert_allclose(out["scores"], scores.numpy(), atol=1e-5)
+
+
+def test_image_size_override_and_torchscript_exporter(model, tmp_path) -> None:
+    options = ExportOptions(
+        image_size=(160, 128), nms=True, exporter="torchscript", num_verify_images=3, **POST
+    )
+    result = export_model(model, CLASSES, tmp_path, options, name="ts", log=None)
+    assert result.passed
+    assert result.sidecar["export"]["exporter"] == "torchscript"
+    assert result.sidecar["input"]["shape"] == [1, 3, 160, 128]
+    assert result.sidecar["model"]["image_size"] == [160, 128]
+
+
+# ------------------------------------------------------------------------------ verification
+def test_verification_catches_a_wrong_artifact(model, images, raw_export) -> None:
+    imgs, _, _ = images
+    runner = OnnxRunner(raw_export.model_path, raw_outputs=True)
+    other = _tiny_model(seed=5)  # same architecture, other weights
+    verdict = verify_artifact(runner, raw_export.sidecar, other, imgs)
+    assert not verdict.passed
+    assert any("differs from PyTorch" in f for f in verdict.failures)
+    assert "FAIL" in verdict.summary()
+
+
+def test_export_fails_loudly_when_verification_fails(model, tmp_path, monkeypatch) -> None:
+    import detector.export.api as api
+
+    def broken_runner(path, options):
+        inner = OnnxRunner(path, raw_outputs=True)
+
+        def run(x):
+            out = dict(inner(x))
+            out["box_deltas"] = out["box_deltas"] + 0.5
+            return out
+
+        return run
+
+    monkeypatch.setitem(
+        api.BACKENDS, "onnx", api._Backend(api._onnx_export, broken_runner, lambda o: 1)
+    )
+    with pytest.raises(ExportError, match="verification FAILED"):
+        export_model(model, CLASSES, tmp_path, ExportOptions(num_verify_images=2, **POST), log=None)
+    assert (tmp_path / "model.onnx").is_file()  # left for inspection
+    assert read_sidecar(tmp_path / "model.json")["verification"][0]["passed"] is False
+
+
+# ---------------------------------------------------------------------------- early errors
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"format": "savedmodel"}, "unknown export format"),
+        ({"format": "tflite", "dynamic_batch": True}, "does not support dynamic_batch=true"),
+        ({"format": "executorch", "nms": True}, "does not support nms=true"),
+        ({"format": "coreml"}, "not available yet"),
+        ({"format": "tflite"}, "not available yet"),
+        ({"int8": True}, "needs calibration images"),
+        ({"int8": True, "calibration": "/no/such/folder"}, "no such file or folder"),
+    ],
+)
+def test_unsupported_requests_fail_before_work(kwargs, message, tmp_path, monkeypatch) -> None:
+    import detector.engine.checkpoint as ckpt
+
+    def must_not_load(*args, **kw):
+        raise AssertionError("the checkpoint was read before the request was checked")
+
+    monkeypatch.setattr(ckpt, "load_detector", must_not_load)
+    with pytest.raises(ExportError, match=message):
+        export_checkpoint(tmp_path / "missing.pt", tmp_path, ExportOptions(**kwargs), log=None)
+    assert not any(tmp_path.iterdir())
+
+
+def test_format_table_lists_every_format() -> None:
+    table = format_table()
+    for name in ("onnx", "tflite", "executorch", "coreml"):
+        assert name in table
+    assert check_request("onnx", nms=True, dynamic_batch=True).name == "onnx"
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(ExportError, match=r"checkpoint=.*not found"):
+        export_checkpoint(tmp_path / "nope.pt", tmp_path, ExportOptions(), log=None)
+
+
+# ------------------------------------------------------------------------------- export.py
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    model = _tiny_model()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(
+        {"model": model.state_dict(), "model_config": model.config.to_dict(), "classes": CLASSES},
+        path,
+    )
+    return path
+
+
+def _compose(overrides: list[str]):
+    register_export_schemas()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        cfg = compose("export", overrides=overrides)
+        with open_dict(cfg):
+            cfg.pop("hydra", None)
+        return cfg
+
+
+def test_hydra_config_maps_to_options(tiny_checkpoint) -> None:
+    cfg = _compose(
+        [
+            f"checkpoint={tiny_checkpoint}",
+            "nms=true",
+            "dynamic_batch=true",
+            "image_size=[160,160]",
+            "postprocess.score_thresh=0.3",
+            "format.opset=17",
+        ]
+    )
+    checkpoint, options, use_ema = options_from_hydra(cfg)
+    assert checkpoint == str(tiny_checkpoint) and use_ema
+    assert options.format == "onnx" and options.nms and options.dynamic_batch
+    assert options.image_size == (160, 160) and options.score_thresh == 0.3
+    assert options.opset == 17 and options.stage == "nms"
+    with pytest.raises(Exception, match="nmss"):
+        _compose([f"checkpoint={tiny_checkpoint}", "nmss=true"])  # typo fails at composition
+    _, options, _ = options_from_hydra(_compose([f"checkpoint={tiny_checkpoint}", "format=tflite"]))
+    with pytest.raises(ExportError, match="not available yet"):
+        options.check()
+
+
+def test_export_py_writes_model_and_sidecar(tiny_checkpoint, tmp_path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, str(REPO / "export.py"), f"checkpoint={tiny_checkpoint}",
+        "num_verify_images=3", f"hydra.run.dir={tmp_path}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (tmp_path / "tiny.onnx").is_file()
+    sidecar = json.loads((tmp_path / "tiny.json").read_text())
+    assert sidecar["classes"] == CLASSES and sidecar["stage"] == "raw"
+    assert sidecar["verification"][0]["passed"] is True
+    assert "verification [fp32, onnxruntime, 3 images" in proc.stdout
+    assert "PASS" in proc.stdout and "max abs diff vs PyTorch" in proc.stdout
+    assert "% of PyTorch detections" in proc.stdout
+
+
+def test_export_py_rejects_unsupported_format(tiny_checkpoint, tmp_path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable, str(REPO / "export.py"), f"checkpoint={tiny_checkpoint}",
+        "format=tflite", "dynamic_batch=true", f"hydra.run.dir={tmp_path}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "does not support dynamic_batch=true" in proc.stderr
+    assert not list(tmp_path.glob("*.tflite"))
+
+
+# ------------------------------------------------------------------------------------ int8
+def test_int8_export_reports_agreement(model, tmp_path) -> None:
+    start = time.perf_counter()
+    options = ExportOptions(
+        nms=True, int8=True, calibration="synthetic", num_calibration_images=8,
+        num_verify_images=4, **POST,
+    )  # fmt: skip
+    lines: list[str] = []
+    result = export_model(model, CLASSES, tmp_path, options, name="q", log=lines.append)
+    elapsed = time.perf_counter() - start
+    assert result.model_path.name == "q.onnx" and result.fp32_path.name == "q_fp32.onnx"
+    fp32, int8 = result.verdicts
+    assert fp32.precision == "fp32" and fp32.passed
+    assert int8.precision == "int8" and int8.agreement is not None
+    assert int8.max_abs_diff["class_logits"] > 0  # really quantized
+    assert any("REPORT (int8" in line for line in lines)
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(result.model_path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "NonMaxSuppression"} <= ops
+    quant = result.sidecar["export"]["quantization"]
+    assert quant["format"] == "QDQ" and quant["calibration"]["num_images"] == 8
+    assert elapsed < 60, f"int8 export took {elapsed:.0f} s"
