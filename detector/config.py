@@ -159,6 +159,7 @@ class TrainerSchema:
     channels_last: bool = True
     ema: bool = True
     ema_decay: float = 0.9998
+    ema_warmup_steps: float = 2000.0  # decay ramps up as decay * (1 - exp(-updates / this))
     grad_clip: float = 10.0  # max gradient norm; 0 disables
     eval_every: int = 1  # epochs
     max_steps: int = 0  # stop after this many optimizer steps (0 = no limit; debug runs)

@@ -144,3 +144,20 @@ def test_seeded_random_init_statistics() -> None:
     deltas, logits = model(torch.rand(2, 3, 128, 128))
     assert torch.isfinite(deltas).all() and torch.isfinite(logits).all()
     assert 0.01 < logits.std().item() < 10
+
+
+def test_bf16_channels_last_gradients_finite_on_tiny_maps() -> None:
+    """oneDNN's bf16 conv backward gives non-finite weight gradients on maps smaller than the
+    3x3 kernel (the last extra layers); the model runs those in fp32 under autocast."""
+    torch.manual_seed(0)
+    model = ssd_mobilenet_v1(5, alpha=0.5, image_size=(128, 128), head="ssdlite").train()
+    model = model.to(memory_format=torch.channels_last)
+    assert min(model.feature_shapes[-1]) < 3
+    for _ in range(4):
+        x = torch.rand(16, 3, 128, 128).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            deltas, logits = model(x)
+        model.zero_grad()
+        (deltas.float().square().mean() + logits.float().logsumexp(-1).mean()).backward()
+        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p.grad).all()]
+        assert not bad, bad

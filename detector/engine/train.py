@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from ..box_ops import BoxCoder
 from ..config import TrainSchema, model_config_from, to_plain
@@ -69,6 +69,27 @@ def autocast_context(amp: str, device: torch.device):
         raise ValueError("trainer.amp=fp16 needs CUDA; use bf16 on CPU")
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype), amp == "fp16"
+
+
+def ema_update_fn(decay: float, warmup_steps: float) -> Callable:
+    """EMA with a ramped decay ``decay * (1 - exp(-n / warmup_steps))`` (as YOLOv5's ModelEMA).
+
+    Early on the average follows the weights closely, so short runs (a few hundred steps on a CPU)
+    still evaluate a useful average; ``warmup_steps <= 0`` gives a constant decay.
+    """
+
+    @torch.no_grad()
+    def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], num_averaged) -> None:
+        n = float(num_averaged)
+        d = decay * (1.0 - math.exp(-n / warmup_steps)) if warmup_steps > 0 else decay
+        floats = [(e, p) for e, p in zip(ema_params, params) if e.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([e for e, _ in floats], [p for _, p in floats], 1.0 - d)
+        for e, p in zip(ema_params, params):
+            if not e.is_floating_point():  # BN's num_batches_tracked
+                e.copy_(p)
+
+    return update
 
 
 def _init_from_checkpoint(model: SSD, path: str, classes: list[str]) -> str:
@@ -172,7 +193,11 @@ def fit(
     autocast, use_scaler = autocast_context(trainer.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     ema = (
-        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(trainer.ema_decay), use_buffers=True)
+        AveragedModel(
+            model,
+            multi_avg_fn=ema_update_fn(trainer.ema_decay, trainer.ema_warmup_steps),
+            use_buffers=True,
+        )
         if trainer.ema
         else None
     )

@@ -17,7 +17,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from .layers import conv_bn_act, init_conv, make_conv, scaled_channels
+from .layers import conv_bn_act, init_conv, make_conv, run_tiny_map_fp32, scaled_channels
 from .mobilenet_v1 import MobileNetV1
 
 __all__ = ["HEAD_TYPES", "SSDFeatureExtractor", "SSDHead"]
@@ -84,7 +84,7 @@ class SSDFeatureExtractor(nn.Module):
         feats = self.backbone.forward_features(x, self.source_layers)
         y = feats[-1]
         for layer in self.extras:
-            y = layer(y)
+            y = run_tiny_map_fp32(layer, y)
             feats.append(y)
         return feats
 
@@ -147,9 +147,11 @@ class SSDHead(nn.Module):
         return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, per_anchor)
 
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
-        boxes = [self._flatten(p(f), 4) for p, f in zip(self.box_predictors, features)]
+        boxes = [
+            self._flatten(run_tiny_map_fp32(p, f), 4) for p, f in zip(self.box_predictors, features)
+        ]
         logits = [
-            self._flatten(p(f), self.num_classes + 1)
+            self._flatten(run_tiny_map_fp32(p, f), self.num_classes + 1)
             for p, f in zip(self.class_predictors, features)
         ]
         return torch.cat(boxes, dim=1), torch.cat(logits, dim=1)

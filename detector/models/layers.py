@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -16,6 +17,7 @@ __all__ = [
     "init_conv",
     "make_activation",
     "make_conv",
+    "run_tiny_map_fp32",
     "scaled_channels",
 ]
 
@@ -41,6 +43,21 @@ def init_conv(conv: nn.Conv2d) -> None:
     nn.init.kaiming_normal_(conv.weight, mode="fan_in" if depthwise else "fan_out")
     if conv.bias is not None:
         nn.init.zeros_(conv.bias)
+
+
+def run_tiny_map_fp32(module: nn.Module, x: Tensor) -> Tensor:
+    """Run ``module`` on ``x``, in float32 when ``x`` is a map smaller than 3x3 under autocast.
+
+    On CPU, oneDNN's bf16 convolution backward intermittently returns non-finite weight
+    gradients when the input map is smaller than a 3x3 kernel (seen with torch 2.14: a 3x3
+    stride-2 convolution on the 1x1 map of the last SSD extra layer). Such maps cost nothing, so
+    they skip autocast. Outside autocast (inference, export) this is a plain call.
+    """
+    device_type = x.device.type
+    if min(x.shape[-2:]) < 3 and torch.is_autocast_enabled(device_type):
+        with torch.autocast(device_type, enabled=False):
+            return module(x.float())
+    return module(x)
 
 
 def make_activation(name: str) -> nn.Module:
