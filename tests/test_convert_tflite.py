@@ -339,3 +339,130 @@ def test_cli_writes_an_ordinary_checkpoint(converted, tflite_dir: Path, tmp_path
         backbone.features[3].pointwise.conv.weight,
         model.features.backbone.features[3].pointwise.conv.weight,
     )
+
+
+# ----------------------------------------------------------------------------------- round trip
+def _random_bn(model: torch.nn.Module) -> None:
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1, generator=gen)
+                m.running_var.uniform_(0.5, 2.0, generator=gen)
+                m.weight.uniform_(0.5, 1.5, generator=gen)
+                m.bias.normal_(0, 0.1, generator=gen)
+
+
+@torch.no_grad()
+def _tf_layers(model) -> list[tuple[str, str, np.ndarray, np.ndarray, int, bool]]:
+    """Our model as TF OD API layers: ``(scope, kind, TF weight, bias, stride, relu6)``, with
+    BatchNorm folded and the box predictors in TF's ``(ty, tx, th, tw)`` order."""
+    layers = []
+
+    def folded(block) -> tuple[torch.Tensor, torch.Tensor]:
+        bn = block.bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        return block.conv.weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+
+    def add(scope: str, block, depthwise: bool = False) -> None:
+        w, b = folded(block)
+        tf_w = w.permute(2, 3, 0, 1) if depthwise else w.permute(2, 3, 1, 0)  # HWC1 / HWIO
+        kind = "depthwise" if depthwise else "conv"
+        layers.append((scope, kind, tf_w.numpy(), b.numpy(), block.conv.stride[0], True))
+
+    fe = "FeatureExtractor/MobilenetV1"
+    backbone = model.features.backbone.features
+    add(f"{fe}/MobilenetV1/Conv2d_0", backbone[0])
+    for i in range(1, 14):
+        add(f"{fe}/MobilenetV1/Conv2d_{i}_depthwise", backbone[i].depthwise, depthwise=True)
+        add(f"{fe}/MobilenetV1/Conv2d_{i}_pointwise", backbone[i].pointwise)
+    for j, extra in enumerate(model.features.extras):
+        mid, out = extra.reduce.conv.out_channels, extra.down.conv.out_channels
+        add(f"{fe}/Conv2d_13_pointwise_1_Conv2d_{j + 2}_1x1_{mid}", extra.reduce)
+        add(f"{fe}/Conv2d_13_pointwise_2_Conv2d_{j + 2}_3x3_s2_{out}", extra.down)
+    for level, (box, cls) in enumerate(zip(model.head.box_predictors, model.head.class_predictors)):
+        perm = _box_permutation(box.out_channels // 4)  # its own inverse
+        for scope, conv, order in (
+            (f"BoxPredictor_{level}/BoxEncodingPredictor", box, perm),
+            (f"BoxPredictor_{level}/ClassPredictor", cls, list(range(cls.out_channels))),
+        ):
+            w, b = conv.weight[order], conv.bias[order]
+            layers.append((scope, "conv", w.permute(2, 3, 1, 0).numpy(), b.numpy(), 1, False))
+    return layers
+
+
+def _tflite_from_layers(tf, layers, image_size, num_classes: int, variant: str) -> bytes:
+    """A TF graph with the TF OD API scopes (SAME padding, ReLU6, reshape + concat outputs)."""
+    consts = [(tf.constant(w), tf.constant(b)) for _, _, w, b, _, _ in layers]
+
+    @tf.function(input_signature=[tf.TensorSpec([1, *image_size, 3], tf.float32)])
+    def detector(x):
+        feats, y = [], x
+        for (scope, kind, _, _, stride, _), (w, b) in zip(layers, consts):
+            if scope.startswith("BoxPredictor"):
+                break
+            with tf.name_scope(scope):
+                if kind == "depthwise":
+                    y = tf.nn.depthwise_conv2d(y, w, [1, stride, stride, 1], "SAME")
+                else:
+                    y = tf.nn.conv2d(y, w, stride, "SAME")
+                y = tf.nn.relu6(tf.nn.bias_add(y, b))
+            if (
+                scope.endswith(("Conv2d_11_pointwise", "Conv2d_13_pointwise"))
+                or "_3x3_s2_" in scope
+            ):
+                feats.append(y)
+        preds = [
+            (layers[i], consts[i]) for i in range(len(layers)) if layers[i][0].startswith("Box")
+        ]
+        boxes, classes = [], []
+        for level, feat in enumerate(feats):
+            (bs, _, _, _, _, _), (bw, bb) = preds[2 * level]
+            (cs, _, _, _, _, _), (cw, cb) = preds[2 * level + 1]
+            with tf.name_scope(bs):
+                boxes.append(
+                    tf.reshape(tf.nn.bias_add(tf.nn.conv2d(feat, bw, 1, "SAME"), bb), [1, -1, 4])
+                )
+            with tf.name_scope(cs):
+                logits = tf.nn.bias_add(tf.nn.conv2d(feat, cw, 1, "SAME"), cb)
+                classes.append(tf.reshape(logits, [1, -1, num_classes + 1]))
+        return tf.concat(boxes, 1), tf.concat(classes, 1)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [detector.get_concrete_function()], tf.Module()
+    )
+    if variant != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights (dynamic range)
+        if variant == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+@pytest.mark.parametrize("variant", ["float32", "float16", "int8-weights"])
+def test_round_trip_through_a_tf_built_tflite_model(variant: str, tmp_path: Path) -> None:
+    """Our random model -> the same network built in TF with the OD API scopes -> TFLite (float,
+    float16 or int8 weights) -> our converter: the outputs come back."""
+    pytest.importorskip("tflite")
+    tf = pytest.importorskip("tensorflow")
+    from detector.convert import convert_tflite
+    from detector.models import ssd_mobilenet_v1
+
+    source = ssd_mobilenet_v1(
+        3, alpha=0.25, image_size=(128, 96), padding="tf", score_fn="sigmoid"
+    ).eval()
+    _random_bn(source)
+    path = tmp_path / f"{variant}.tflite"
+    path.write_bytes(_tflite_from_layers(tf, _tf_layers(source), source.image_size, 3, variant))
+    result = convert_tflite(path)
+    model = result.model
+    assert result.report["layers_converted"] == 47
+    assert (model.config.alpha, model.config.image_size, model.num_classes) == (0.25, (128, 96), 3)
+    x = torch.rand(1, 3, 128, 96)
+    with torch.no_grad():
+        expected, got = source(x), model(x)
+    for e, g in zip(expected, got):
+        if variant == "float32":
+            torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
+        else:  # weights rounded to 16 or 8 bits
+            corr = np.corrcoef(g.numpy().ravel(), e.numpy().ravel())[0, 1]
+            assert corr > (0.99999 if variant == "float16" else 0.999), corr
