@@ -287,6 +287,7 @@ class CocoEvaluator:
                 **counters,
                 "time_convert_s": convert_s,
                 "time_engine_s": out.engine_seconds,
+                **{f"time_engine_{k}_s": v for k, v in out.details.items()},
             }
         )
         return metrics

@@ -402,19 +402,24 @@ def _run_faster_kernel(cpp, gt, image_ids, category_ids, xywh, scores) -> CocoEv
     det_idx = d_order[d_starts[d_sel][pair_of_elem] + r_local]
     gt_idx = g_order[g_starts[g_sel][pair_of_elem] + c_local]
     iou = bbox_iou_coco(d_box[det_idx], g_box[gt_idx], g_crowd[gt_idx])
-    ious_grid: list[list[Any]] = [[[]] * n_cat for _ in range(len(img_ids))]
     flat = iou.tolist()
+    pair_ious: dict[int, list[list[float]]] = {}
     for key, start, r, c in zip(common.tolist(), elem_start.tolist(), rows.tolist(), cols.tolist()):
-        i, k = divmod(key, n_cat)
-        ious_grid[i][k] = [flat[start + j * c : start + (j + 1) * c] for j in range(r)]
+        pair_ious[key] = [flat[start + j * c : start + (j + 1) * c] for j in range(r)]
     timings["iou"] = time.perf_counter() - t0
 
+    # One call over the whole image x category grid. (One call per category over just the
+    # images that have something of it is slower: every call copies the datasets.)
     t0 = time.perf_counter()
+    grid: list[list[Any]] = [[[]] * n_cat for _ in range(len(img_ids))]
+    for key, matrix in pair_ious.items():
+        i, k = divmod(key, n_cat)
+        grid[i][k] = matrix
     params = _Params(img_ids, cat_ids)
-    result = cpp.COCOevalEvaluateAccumulate(params, ious_grid, gt_ds, dt_ds, img_ids, cat_ids, True)
-    timings["kernel"] = time.perf_counter() - t0
+    result = cpp.COCOevalEvaluateAccumulate(params, grid, gt_ds, dt_ds, img_ids, cat_ids, True)
     precision = np.asarray(result["precision"], dtype=np.float64)
     recall = np.asarray(result["recall"], dtype=np.float64)
+    timings["kernel"] = time.perf_counter() - t0
     stats = summarize_coco(precision, recall)
     return CocoEvalOutput(
         stats=stats,

@@ -118,17 +118,22 @@ def plot_pr_curves(
     out_path: str | Path,
     *,
     title: str = "Precision / recall",
-    max_classes_per_axes: int = 20,
     ap: Mapping[str, float] | None = None,
+    max_legend: int = 20,
 ) -> Path:
     """Plot per-class precision/recall curves to a PNG (matplotlib, Agg backend).
+
+    Up to ``max_legend`` classes get one labelled line each. With more classes (COCO's 80) the
+    curves are drawn as one thin-line collection coloured by the class AP (colour bar), and the
+    mean curve over classes is drawn on top when all curves share their recall points (as
+    pycocotools' 101-point curves do); per-class numbers are in the per-class table.
 
     Args:
         curves: class name -> ``(recall, precision)`` arrays.
         out_path: the PNG to write.
         title: figure title.
-        max_classes_per_axes: classes per subplot (more classes get more subplots).
-        ap: optional class name -> AP, shown in the legend.
+        ap: optional class name -> AP, shown in the legend / used for the colours.
+        max_legend: most classes drawn as individually labelled lines.
 
     Returns:
         ``out_path``.
@@ -136,33 +141,46 @@ def plot_pr_curves(
     import matplotlib
 
     matplotlib.use("Agg", force=False)
+    from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     names = list(curves)
-    n_axes = max(1, math.ceil(len(names) / max_classes_per_axes))
-    cols = min(n_axes, 3)
-    rows = math.ceil(n_axes / cols)
-    fig = Figure(figsize=(5.5 * cols, 4.5 * rows), dpi=100)
-    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n_axes)]
-    for i, ax in enumerate(axes):
-        chunk = names[i * max_classes_per_axes : (i + 1) * max_classes_per_axes]
-        for name in chunk:
-            rec, prec = (np.asarray(v, dtype=float) for v in curves[name])
+    data = {n: tuple(np.asarray(v, dtype=float) for v in curves[n]) for n in names}
+    fig = Figure(figsize=(7, 5), dpi=100)
+    ax = fig.add_axes((0.09, 0.1, 0.66 if len(names) > max_legend else 0.6, 0.8))
+    if len(names) <= max_legend:
+        for name in names:
+            rec, prec = data[name]
             label = name if ap is None or name not in ap else f"{name} ({100 * ap[name]:.1f})"
             ax.plot(rec, prec, linewidth=1.2, label=label)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("recall")
-        ax.set_ylabel("precision")
-        ax.grid(True, alpha=0.3)
-        if chunk:
-            ax.legend(fontsize=6, loc="lower left", ncol=2 if len(chunk) > 10 else 1)
-        else:
-            ax.text(0.5, 0.5, "no curves", ha="center", va="center")
-    fig.suptitle(title)
-    fig.tight_layout()
+        if names:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    else:
+        values = np.array([np.nan if ap is None else ap.get(n, np.nan) for n in names])
+        lines = LineCollection(
+            [np.column_stack(data[n]) for n in names], linewidths=0.7, cmap="viridis", alpha=0.8
+        )
+        if np.isfinite(values).any():
+            lines.set_array(np.nan_to_num(values, nan=0.0))
+            lines.set_clim(0.0, 1.0)
+            fig.colorbar(lines, cax=fig.add_axes((0.78, 0.1, 0.025, 0.8)), label="class AP")
+        ax.add_collection(lines)
+        recalls = [data[n][0] for n in names]
+        if all(r.shape == recalls[0].shape and np.array_equal(r, recalls[0]) for r in recalls):
+            mean = np.mean([data[n][1] for n in names], axis=0)
+            ax.plot(recalls[0], mean, color="black", linewidth=2.2, label="mean over classes")
+            ax.legend(fontsize=8, loc="lower left")
+        ax.text(0.99, 0.99, f"{len(names)} classes", ha="right", va="top", transform=ax.transAxes)
+    if not names:
+        ax.text(0.5, 0.5, "no curves", ha="center", va="center")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title, fontsize=10)
     fig.savefig(out_path)
     return out_path
 
