@@ -307,7 +307,8 @@ def test_distributed_state_merge(coco_case):
     main = ranks[0]
     main.reset()
     main.load_state(merge_states(gathered))
-    got = main.evaluate()
+    with pytest.warns(EvaluationWarning, match="1 image\\(s\\) were processed more than once"):
+        got = main.evaluate()
     for k in COCO_STAT_KEYS:
         assert got[k] == expected[k]
     assert got["num_duplicate_images"] == 1

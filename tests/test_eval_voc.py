@@ -278,3 +278,95 @@ def test_cartucho_sample_matches_reference(shared_data, tmp_path):
         use_07_plus_one=False,
     )
     assert abs(100 * plain["AP/chair"] - ref["ap_percent_per_class"]["chair"]) > 0.1
+
+
+def devkit_reference(records, dets, num_classes, *, use_07, plus_one, thr=0.5):
+    """Straight port of the devkit loop (VOCevaldet.m + VOCap), one detection at a time."""
+    one = 1.0 if plus_one else 0.0
+    aps = []
+    for c in range(1, num_classes + 1):
+        gts = {}
+        npos = 0
+        for r in records:
+            keep = r["labels"] == c
+            boxes = r["boxes"][keep].astype(np.float64)
+            diff = r["ignore"][keep]
+            gts[r["image_id"]] = (boxes, diff, np.zeros(len(boxes), bool))
+            npos += int((~diff).sum())
+        mine = [d for d in dets if d[1] == c]
+        mine.sort(key=lambda d: -d[2])  # stable: ties keep input order
+        tp, fp = [], []
+        for image_id, _, _, bb in mine:
+            boxes, diff, used = gts[image_id]
+            ovmax, jmax = -np.inf, -1
+            for j, bg in enumerate(boxes):
+                iw = min(bb[2], bg[2]) - max(bb[0], bg[0]) + one
+                ih = min(bb[3], bg[3]) - max(bb[1], bg[1]) + one
+                if iw > 0 and ih > 0:
+                    ua = (
+                        (bb[2] - bb[0] + one) * (bb[3] - bb[1] + one)
+                        + (bg[2] - bg[0] + one) * (bg[3] - bg[1] + one)
+                        - iw * ih
+                    )
+                    ov = iw * ih / ua
+                    if ov > ovmax:
+                        ovmax, jmax = ov, j
+            if ovmax >= thr:
+                if diff[jmax]:
+                    continue
+                if not used[jmax]:
+                    used[jmax] = True
+                    tp.append(1)
+                    fp.append(0)
+                else:
+                    tp.append(0)
+                    fp.append(1)
+            else:
+                tp.append(0)
+                fp.append(1)
+        if npos == 0:
+            aps.append(float("nan"))
+            continue
+        ctp, cfp = np.cumsum(tp, dtype=float), np.cumsum(fp, dtype=float)
+        rec = ctp / npos
+        prec = ctp / np.maximum(ctp + cfp, np.finfo(float).eps)
+        aps.append(voc_ap(rec, prec, use_07_metric=use_07))
+    return np.array(aps)
+
+
+@pytest.mark.parametrize("plus_one", [True, False])
+def test_vectorised_matching_equals_devkit_loop(plus_one):
+    rng = np.random.default_rng(3)
+    records, dets = [], []
+    for i in range(30):
+        m = int(rng.integers(0, 7))
+        xy = rng.integers(0, 60, (m, 2))
+        boxes = np.concatenate([xy, xy + rng.integers(2, 30, (m, 2))], 1)
+        rec = record(f"im{i}", boxes, rng.integers(1, 4, m), rng.random(m) < 0.25)
+        records.append(rec)
+        for _ in range(int(rng.integers(0, 12))):
+            if m and rng.random() < 0.6:  # near a ground-truth box
+                bb = boxes[rng.integers(0, m)] + rng.integers(-4, 5, 4)
+                bb[2:] = np.maximum(bb[2:], bb[:2])  # jittered, but never negative in size
+            else:
+                x, y = rng.integers(0, 60, 2)
+                bb = np.array([x, y, x + rng.integers(2, 30), y + rng.integers(2, 30)])
+            score = float(rng.choice([0.3, 0.5, 0.5, 0.7, rng.random()]))  # with ties
+            dets.append((f"im{i}", int(rng.integers(1, 5)), score, bb.astype(np.float64)))
+    names = ["a", "b", "c", "d"]  # "d" never in the ground truth
+    for metric in ("voc07", "voc"):
+        ev = VOCEvaluator(names, records, metric=metric, use_07_plus_one=plus_one)
+        for r in records:  # dets are listed image by image, so the input order is the same
+            mine = [d for d in dets if d[0] == r["image_id"]]
+            if mine:
+                ev.process(
+                    [r["image_id"]],
+                    [pred([d[3] for d in mine], [d[2] for d in mine], [d[1] for d in mine])],
+                )
+        m = ev.evaluate()
+        expected = devkit_reference(records, dets, 4, use_07=metric == "voc07", plus_one=plus_one)
+        for k, name in enumerate(names):
+            if np.isnan(expected[k]):
+                assert math.isnan(m[f"AP/{name}"])
+            else:
+                assert m[f"AP/{name}"] == pytest.approx(expected[k], abs=1e-12), (metric, name)

@@ -269,6 +269,16 @@ class PredictionStore:
         for image_id, boxes, scores, labels in state:
             self._store(self.index_of(image_id), boxes, scores, labels)
 
+    def warn_duplicates(self) -> None:
+        """Warn (once per evaluation) when images were processed more than once."""
+        if self.num_duplicate_images:
+            warnings.warn(
+                f"{self.num_duplicate_images} image(s) were processed more than once; the last "
+                "predictions of each were kept (expected with DistributedSampler padding)",
+                EvaluationWarning,
+                stacklevel=3,
+            )
+
     @property
     def num_images_with_predictions(self) -> int:
         """How many distinct images have been processed."""

@@ -239,6 +239,7 @@ class CocoEvaluator:
     def evaluate(self) -> dict[str, Any]:
         """COCO metrics over all processed predictions (see the class docstring)."""
         counters = {"num_duplicate_images": self._store.num_duplicate_images}
+        self._store.warn_duplicates()
         dets = self._store.detections()
         if not len(dets):
             warnings.warn("COCO evaluation without any detection", EvaluationWarning, stacklevel=2)

@@ -28,6 +28,7 @@ import copy
 import importlib.metadata
 import io
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -367,7 +368,7 @@ def _run_faster_kernel(cpp, gt, image_ids, category_ids, xywh, scores) -> CocoEv
     # Annotation ids as loadRes assigns them: 1-based position in the results list.
     d_area = (d_box[:, 2] * d_box[:, 3]).tolist()
     dt_refs = [
-        {"id": k, "score": s, "area": a, "iscrowd": 0}
+        {"id": k, "score": s, "area": a}  # iscrowd absent = 0
         for k, s, a in zip(range(1, n_det + 1), d_score.tolist(), d_area)
     ]
     timings["prepare_refs"] = time.perf_counter() - t0
@@ -375,11 +376,12 @@ def _run_faster_kernel(cpp, gt, image_ids, category_ids, xywh, scores) -> CocoEv
     t0 = time.perf_counter()
     gt_ds, dt_ds = cpp.Dataset(), cpp.Dataset()
     g_pair_img, g_pair_cat = np.divmod(g_pair, n_cat)
-    for ref, i, c in zip(gt_refs, g_pair_img.tolist(), g_pair_cat.tolist()):
-        gt_ds.append_ref(img_ids[i], cat_ids[c], ref)
-    d_pair_img, d_pair_cat = d_img_pos.tolist(), d_cat_pos.tolist()
-    for ref, i, c in zip(dt_refs, d_pair_img, d_pair_cat):
-        dt_ds.append_ref(img_ids[i], cat_ids[c], ref)
+    img_arr, cat_arr = np.asarray(img_ids, dtype=np.int64), np.asarray(cat_ids, dtype=np.int64)
+    deque(
+        map(gt_ds.append_ref, img_arr[g_pair_img].tolist(), cat_arr[g_pair_cat].tolist(), gt_refs),
+        0,
+    )
+    deque(map(dt_ds.append_ref, d_img.tolist(), d_cat.tolist(), dt_refs), 0)
     timings["append_refs"] = time.perf_counter() - t0
 
     # IoU matrices for every image/category pair with both detections and ground truth: rows are

@@ -262,6 +262,7 @@ class VOCEvaluator:
         ``num_tp/<name>``, ``num_fp/<name>``; counters; ``protocol``.
         """
         counters = {"num_duplicate_images": self._store.num_duplicate_images}
+        self._store.warn_duplicates()
         dets = self._store.detections()
         if not len(dets):
             warnings.warn("VOC evaluation without any detection", EvaluationWarning, stacklevel=2)
