@@ -17,12 +17,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from detector.cli import friendly_errors
 from detector.config import from_hydra, register_schemas
 
 register_schemas()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@friendly_errors("train.py")
 def main(cfg: DictConfig) -> float:
     from detector.engine.train import fit
 

@@ -21,6 +21,7 @@ __all__ = [
     "AugmentSchema",
     "BackboneSchema",
     "DatasetSchema",
+    "EvalSchema",
     "HeadSchema",
     "OptimizerSchema",
     "PostprocessSchema",
@@ -111,6 +112,8 @@ class DatasetSchema:
     num_train: int = 2000
     num_val: int = 200
     seed: int = 0
+    # eval.py: the annotation file a results file is scored against (default: val_ann_file)
+    ann_file: Optional[str] = None
     # shared
     classes: Optional[List[str]] = None  # restrict / order classes (None = from the data)
     eval: str = "coco"  # evaluator: coco | voc07 | voc
@@ -198,12 +201,32 @@ class TrainSchema:
     name: str = "run"
 
 
+@dataclass
+class EvalSchema:
+    """``eval.py``: a checkpoint on a dataset's validation split, or a results file."""
+
+    dataset: DatasetSchema = field(default_factory=DatasetSchema)
+    postprocess: PostprocessSchema = field(default_factory=PostprocessSchema)
+    checkpoint: Optional[str] = None  # evaluate this model ...
+    detections: Optional[str] = None  # ... or this COCO-format results file
+    metric: Optional[str] = None  # coco | voc07 | voc (default: dataset.eval)
+    backend: str = "auto"  # COCO backend: auto | pycocotools | faster
+    split: str = "val"
+    batch_size: int = 32
+    num_workers: int = 2
+    device: str = "auto"
+    use_ema: bool = True
+    image_size: Optional[List[int]] = None  # default: the checkpoint's input size
+    name: str = "eval"
+
+
 def register_schemas() -> None:
     """Register the schemas so ``conf/`` files can name them in their defaults lists."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainSchema)
+    cs.store(name="eval_schema", node=EvalSchema)
     for group, node in (
         ("backbone", BackboneSchema),
         ("head", HeadSchema),
@@ -219,7 +242,7 @@ def register_schemas() -> None:
 
 
 # ------------------------------------------------------------------------ plain side (library)
-def from_hydra(cfg: Any) -> TrainSchema:
+def from_hydra(cfg: Any) -> TrainSchema | EvalSchema:
     """Turn a composed Hydra config into the typed :class:`TrainSchema` dataclasses.
 
     ``OmegaConf.to_object`` validates every value against the schema and returns plain dataclass
@@ -228,6 +251,8 @@ def from_hydra(cfg: Any) -> TrainSchema:
     from omegaconf import OmegaConf
 
     spec = OmegaConf.to_object(cfg)
+    if isinstance(spec, EvalSchema):
+        return spec
     if not isinstance(spec, TrainSchema):
         raise TypeError(f"expected a config built on train_schema, got {type(spec).__name__}")
     if len(spec.image_size) != 2 or min(spec.image_size) < 32:

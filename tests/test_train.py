@@ -72,7 +72,7 @@ def test_smoke_train_eval_save_reload(tiny_synthetic: Path, tmp_path: Path) -> N
     _, val_set = build_datasets(spec, DistInfo())
     again = evaluate_model(
         model,
-        make_val_loader(val_set, spec, DistInfo()),
+        make_val_loader(val_set, (96, 96), 8, 0, DistInfo()),
         val_set,
         spec,
         DistInfo(),

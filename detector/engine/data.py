@@ -236,20 +236,24 @@ def make_train_loader(dataset: Dataset, spec: TrainSchema, info: DistInfo) -> Da
     )
 
 
-def make_val_loader(dataset: Dataset, spec: TrainSchema, info: DistInfo) -> DataLoader:
-    transform = build_transforms("none", tuple(spec.image_size), train=False)
-    wrapped = SeededTransformDataset(dataset, transform, seed=spec.seed)
+def make_val_loader(
+    dataset: Dataset,
+    image_size: tuple[int, int],
+    batch_size: int,
+    num_workers: int,
+    info: DistInfo,
+) -> DataLoader:
+    """Evaluation loader: plain resize to the model input, original order, sharded by rank."""
+    transform = build_transforms("none", tuple(image_size), train=False)
+    wrapped = SeededTransformDataset(dataset, transform)
     sampler = ResumableBatchSampler(
         len(wrapped),
-        spec.trainer.eval_batch_size,
+        batch_size,
         shuffle=False,
         drop_last=False,
         rank=info.rank,
         world_size=info.world_size,
     )
     return DataLoader(
-        wrapped,
-        batch_sampler=sampler,
-        collate_fn=collate_detection,
-        num_workers=spec.trainer.num_workers,
+        wrapped, batch_sampler=sampler, collate_fn=collate_detection, num_workers=num_workers
     )

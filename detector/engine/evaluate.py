@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,7 +12,12 @@ from tqdm import tqdm
 from ..config import PostprocessSchema
 from ..postprocess import postprocess_detections
 
-__all__ = ["build_evaluator", "run_inference"]
+__all__ = [
+    "build_evaluator",
+    "evaluate_checkpoint",
+    "evaluate_detections_file",
+    "run_inference",
+]
 
 
 @torch.no_grad()
@@ -80,3 +86,89 @@ def build_evaluator(dataset, kind: str, **options: Any):
 
         return VOCEvaluator(classes, dataset.records(), metric=kind, **options)
     raise ValueError(f"unknown evaluator {kind!r}; choose coco, voc07 or voc")
+
+
+def evaluate_checkpoint(spec, out_dir: str | Path) -> dict[str, Any]:
+    """``eval.py checkpoint=...``: batched inference on a dataset split, metrics and report.
+
+    Args:
+        spec: an :class:`~detector.config.EvalSchema`.
+        out_dir: run directory for ``metrics.json``, ``detections.json``, the per-class table and
+            the precision/recall plot.
+    """
+    from ..data import build_dataset
+    from ..evaluation import write_report
+    from ..models import ModelConfig, build_ssd
+    from .checkpoint import load_detector
+    from .data import dataset_options, make_val_loader, split_name
+    from .distributed import DistInfo
+    from .train import resolve_device
+
+    out_dir = Path(out_dir)
+    device = resolve_device(spec.device)
+    model, classes = load_detector(spec.checkpoint, use_ema=spec.use_ema)
+    if spec.image_size is not None and tuple(spec.image_size) != model.image_size:
+        config = ModelConfig.from_dict(
+            {**model.config.to_dict(), "image_size": list(spec.image_size)}
+        )
+        resized = build_ssd(config)
+        resized.load_state_dict(model.state_dict())
+        model = resized.eval()
+    split = split_name(spec.dataset, "val") if spec.split == "val" else spec.split
+    dataset = build_dataset(spec.dataset.kind, split, **dataset_options(spec.dataset, "val"))
+    if classes and list(dataset.classes) != list(classes):
+        raise ValueError(
+            f"{spec.checkpoint} was trained on classes {list(classes)} but the dataset has "
+            f"{list(dataset.classes)}"
+        )
+    loader = make_val_loader(
+        dataset, model.image_size, spec.batch_size, spec.num_workers, DistInfo()
+    )
+    model.to(device)
+    image_ids, predictions = run_inference(model, loader, spec.postprocess, device, progress=True)
+    evaluator = build_evaluator(dataset, spec.metric or spec.dataset.eval, **_backend(spec))
+    evaluator.process(image_ids, predictions)
+    metrics = evaluator.evaluate()
+    metrics["checkpoint"] = str(spec.checkpoint)
+    write_report(metrics, out_dir, **evaluator.report_artifacts())
+    return metrics
+
+
+def evaluate_detections_file(spec, out_dir: str | Path) -> dict[str, Any]:
+    """``eval.py detections=...``: score a COCO-format results file, no model and no images."""
+    from ..data import build_dataset
+    from ..evaluation import evaluate_results_file
+    from .data import dataset_options, split_name
+
+    kind = spec.metric or spec.dataset.eval
+    ann_file = spec.dataset.ann_file
+    if kind == "coco" and ann_file is not None:
+        return evaluate_results_file(
+            spec.detections, ann_file=ann_file, kind="coco", backend=spec.backend, out_dir=out_dir
+        )
+    options = dataset_options(spec.dataset, "val")
+    if spec.dataset.kind in ("coco", "synthetic"):
+        options["check_files"] = False  # a results file needs annotations, not images
+    dataset = build_dataset(spec.dataset.kind, split_name(spec.dataset, "val"), **options)
+    extra = _backend(spec) if kind == "coco" else {}
+    if kind == "coco" and getattr(dataset, "ann_file", None) is not None:
+        return evaluate_results_file(
+            spec.detections,
+            ann_file=dataset.ann_file,
+            label_to_category_id=dataset.label_to_category_id,
+            kind="coco",
+            out_dir=out_dir,
+            **extra,
+        )
+    return evaluate_results_file(
+        spec.detections,
+        records=dataset.records(),
+        class_names=list(dataset.classes),
+        kind=kind,
+        out_dir=out_dir,
+        **extra,
+    )
+
+
+def _backend(spec) -> dict[str, Any]:
+    return {"backend": spec.backend} if (spec.metric or spec.dataset.eval) == "coco" else {}

@@ -155,7 +155,13 @@ def fit(
     train_set, val_set = build_datasets(spec, info)
     classes = list(train_set.classes)
     train_loader = make_train_loader(train_set, spec, info)
-    val_loader = make_val_loader(val_set, spec, info) if val_set is not None else None
+    val_loader = (
+        make_val_loader(
+            val_set, tuple(spec.image_size), trainer.eval_batch_size, trainer.num_workers, info
+        )
+        if val_set is not None
+        else None
+    )
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ValueError(
