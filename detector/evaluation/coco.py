@@ -26,6 +26,7 @@ from detector.evaluation.base import (
     EvaluationWarning,
     PredictionStore,
     drop_invalid,
+    gc_paused,
 )
 from detector.evaluation.coco_engine import (
     COCO_STAT_KEYS,
@@ -181,7 +182,7 @@ class CocoEvaluator:
         self.strict = strict
         if ann_file is not None:
             self.gt_source = str(ann_file)
-            with open(ann_file, encoding="utf-8") as f:
+            with open(ann_file, encoding="utf-8") as f, gc_paused():
                 gt = json.load(f)
             if not isinstance(gt, dict) or "images" not in gt or "categories" not in gt:
                 raise ValueError(f"{ann_file} is not a COCO instances file (images/categories)")

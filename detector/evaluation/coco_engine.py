@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from detector.evaluation.base import gc_paused
+
 __all__ = [
     "AREA_RANGES",
     "BACKENDS",
@@ -146,10 +148,11 @@ def run_coco_bbox(
     """
     backend = resolve_backend(backend)
     start = time.perf_counter()
-    if backend == "pycocotools":
-        out = _run_pycocotools(gt, image_ids, category_ids, xywh, scores)
-    else:
-        out = _run_faster(gt, image_ids, category_ids, xywh, scores)
+    with gc_paused():
+        if backend == "pycocotools":
+            out = _run_pycocotools(gt, image_ids, category_ids, xywh, scores)
+        else:
+            out = _run_faster(gt, image_ids, category_ids, xywh, scores)
     out.engine_seconds = time.perf_counter() - start
     return out
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from detector.evaluation.base import Detections, EvaluationWarning, ResultsFileError
+from detector.evaluation.base import Detections, EvaluationWarning, ResultsFileError, gc_paused
 
 __all__ = [
     "detections_from_results",
@@ -55,7 +55,8 @@ def load_results_file(path: str | Path) -> list[Any]:
             "written as []"
         )
     try:
-        data = json.loads(text)
+        with gc_paused():
+            data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ResultsFileError(f"results file {path} is not valid JSON: {e}") from e
     if not isinstance(data, list):
@@ -268,13 +269,14 @@ def evaluate_results_file(
         )
         counters["num_empty_results_files"] = 1
     t_parse = time.perf_counter()
-    dets = detections_from_results(
-        entries,
-        image_lookup=evaluator.image_lookup(),
-        category_lookup=evaluator.category_lookup(),
-        source=source,
-    )
-    del entries
+    with gc_paused():
+        dets = detections_from_results(
+            entries,
+            image_lookup=evaluator.image_lookup(),
+            category_lookup=evaluator.category_lookup(),
+            source=source,
+        )
+        del entries
     t_load = time.perf_counter()
     metrics = evaluator.evaluate_detections(dets, counters=counters, source=source)
     t_eval = time.perf_counter()
