@@ -17,17 +17,12 @@ from __future__ import annotations
 import sys
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from detector.config import register_schemas
-from detector.export.schema import ExportSchema, FormatSchema
+from detector.export.schema import register_export_schemas
 
-register_schemas()  # the shared groups (postprocess)
-_cs = ConfigStore.instance()
-_cs.store(name="export_schema", node=ExportSchema)
-_cs.store(group="format", name="format_schema", node=FormatSchema)
+register_export_schemas()  # export_schema, format/format_schema, postprocess/postprocess_schema
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")

@@ -427,6 +427,7 @@ def quantize_onnx(
     weight_type: str = "int8",
     calibrate_method: str = "minmax",
     op_types: Sequence[str] | None = None,
+    quantize_head: bool = True,
 ):
     """Static int8 QDQ quantization of a float ONNX network (ONNX Runtime).
 
@@ -438,6 +439,8 @@ def quantize_onnx(
             for x86 CPUs).
         calibrate_method: ``"minmax"``, ``"entropy"`` or ``"percentile"``.
         op_types: operator types to quantize (None: everything ONNX Runtime can).
+        quantize_head: quantize the box/class predictor convolutions too (False keeps them and
+            everything after them float).
 
     Returns:
         The quantized ``onnx.ModelProto``.
@@ -470,8 +473,10 @@ def quantize_onnx(
     class Reader(_ImageReader, CalibrationDataReader):
         pass
 
+    exclude = None if quantize_head else _head_nodes(model)
+
     root_logger = logging.getLogger()
-    hint_filter = _DropMessages("Please consider pre-processing before quantization")
+    hint_filter = _DropMessages("Please consider")
     root_logger.addFilter(hint_filter)
     with tempfile.TemporaryDirectory(prefix="detector_quant_") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
@@ -487,12 +492,37 @@ def quantize_onnx(
             activation_type=types[activation_type],
             weight_type=types[weight_type],
             calibrate_method=methods[calibrate_method],
+            nodes_to_exclude=exclude,
         )
         quantized = onnx.load(str(dst))
     root_logger.removeFilter(hint_filter)
     if not any(n.op_type == "QuantizeLinear" for n in quantized.graph.node):
         raise ExportError("int8 quantization produced no quantized nodes")
     return quantized
+
+
+def _head_nodes(model) -> list[str]:
+    """Names of the predictor convolutions (a Conv feeding the Transpose of the head's flatten)
+    and of every node after them."""
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    head = [
+        n
+        for n in model.graph.node
+        if n.op_type == "Conv"
+        and any(c.op_type == "Transpose" for c in consumers.get(n.output[0], []))
+    ]
+    names, stack = set(), list(head)
+    while stack:
+        node = stack.pop()
+        if node.name in names:
+            continue
+        names.add(node.name)
+        for out in node.output:
+            stack.extend(consumers.get(out, []))
+    return sorted(names)
 
 
 # -------------------------------------------------------------------------------------- runtime

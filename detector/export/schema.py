@@ -13,7 +13,7 @@ from ..config import PostprocessSchema
 from .api import ExportOptions
 from .formats import ExportError
 
-__all__ = ["ExportSchema", "FormatSchema", "options_from_hydra"]
+__all__ = ["ExportSchema", "FormatSchema", "options_from_hydra", "register_export_schemas"]
 
 
 @dataclass
@@ -52,6 +52,19 @@ class ExportSchema:
     min_agreement: float = 0.99  # fp32 fails below this detection agreement
     int8_min_agreement: Optional[float] = None  # null = int8 agreement reported only
     threads: int = 0  # runtime threads for verification (0 = default)
+
+
+def register_export_schemas() -> None:
+    """Register ``export_schema`` and the ``format`` group schema (and the shared ``postprocess``
+    group of :func:`detector.config.register_schemas`) in Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    from ..config import register_schemas
+
+    register_schemas()
+    cs = ConfigStore.instance()
+    cs.store(name="export_schema", node=ExportSchema)
+    cs.store(group="format", name="format_schema", node=FormatSchema)
 
 
 def options_from_hydra(cfg: Any) -> tuple[str, ExportOptions, bool]:

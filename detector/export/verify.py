@@ -53,6 +53,8 @@ class Verdict:
     raw_tolerance: float | None
     passed: bool
     failures: list[str] = field(default_factory=list)
+    #: Matched fraction with the loose criterion (same class, IoU >= 0.5), for context.
+    agreement_iou50: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +71,8 @@ class Verdict:
                 f"{self.num_matched}/{self.num_reference} = {100 * self.agreement:.1f}% of PyTorch "
                 f"detections (score >= {self.min_score}) matched (same class, IoU >= {self.iou})"
             )
+            if self.agreement_iou50 is not None:
+                agree += f"; {100 * self.agreement_iou50:.1f}% at IoU >= 0.5"
         status = "PASS" if self.passed else "FAIL"
         if self.precision == "int8" and self.min_agreement is None:
             status = "REPORT (int8: agreement is reported, not enforced)"
@@ -193,6 +197,7 @@ def verify_artifact(
         art_dets += detections_from_outputs(out, sidecar, chunk_sizes)
     matched, total = match_detections(ref_dets, art_dets, min_score=min_score, iou=iou)
     agreement = matched / total if total else None
+    loose, _ = match_detections(ref_dets, art_dets, min_score=min_score, iou=0.5)
     failures = []
     if min_agreement is not None and agreement is not None and agreement < min_agreement:
         failures.append(
@@ -222,4 +227,5 @@ def verify_artifact(
         raw_tolerance=raw_tolerance,
         passed=not failures,
         failures=failures,
+        agreement_iou50=loose / total if total else None,
     )

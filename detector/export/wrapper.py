@@ -143,14 +143,11 @@ class Postprocess(nn.Module):
         batch, num_anchors, num_cols = scores.shape
         num_classes = num_cols - 1
         k = min(self.topk_candidates, num_anchors)
-        # Per class, the k best anchors: [B, C, k].
+        # Per class, the k best anchors: [B, C, k]. Unsorted: NMS orders candidates itself.
         class_scores = scores[..., 1:].transpose(1, 2)
-        top_scores, top_idx = class_scores.topk(k, dim=2)
-        cand_boxes = torch.gather(
-            boxes.unsqueeze(1).expand(batch, num_classes, num_anchors, 4),
-            2,
-            top_idx.unsqueeze(-1).expand(batch, num_classes, k, 4),
-        )
+        top_scores, top_idx = class_scores.topk(k, dim=2, sorted=False)
+        offsets = (torch.arange(batch, device=boxes.device) * num_anchors).view(batch, 1, 1)
+        cand_boxes = boxes.reshape(-1, 4).index_select(0, (top_idx + offsets).reshape(-1))
         # One NMS problem per (image, class): exactly the reference's class-wise NMS over its
         # per-class candidates.
         selected = onnx_nms(
@@ -169,11 +166,9 @@ class Postprocess(nn.Module):
         m = min(self.max_detections, num_classes * k)
         det_scores, det_idx = masked.reshape(batch, num_classes * k).topk(m, dim=1)
         valid = det_scores > -0.5
-        det_boxes = torch.gather(
-            cand_boxes.reshape(batch, num_classes * k, 4),
-            1,
-            det_idx.unsqueeze(-1).expand(batch, m, 4),
-        )
+        det_offsets = (torch.arange(batch, device=boxes.device) * (num_classes * k)).view(batch, 1)
+        det_boxes = cand_boxes.index_select(0, (det_idx + det_offsets).reshape(-1))
+        det_boxes = det_boxes.reshape(batch, m, 4)
         labels = torch.div(det_idx, k, rounding_mode="floor") + 1
         det_boxes = torch.where(valid.unsqueeze(-1), det_boxes, torch.zeros_like(det_boxes))
         det_scores = torch.where(valid, det_scores, torch.zeros_like(det_scores))

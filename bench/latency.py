@@ -1,0 +1,450 @@
+"""End-to-end CPU latency of the detector in each runtime, against torchvision's SSDLite.
+
+    python bench/latency.py                       # alpha 1.0 and 0.5 at 300x300, 2 threads
+    python bench/latency.py --iters 30 --alphas 1.0 --candidates 0
+
+Prints one table. Every row is measured end to end on one RGB ``uint8`` image (480x640 by default,
+or ``--image``), batch 1:
+
+* ours: preprocess (resize to 300x300, scale to [0, 1]) + network + decode + NMS, in PyTorch
+  eager (:func:`detector.postprocess.postprocess_detections`), with ``torch.compile`` on the
+  network (pre/post-processing stay eager: NMS is data dependent), and in ONNX Runtime fp32 and
+  int8 (static QDQ) with NMS inside the graph (``export nms=true``);
+* reference: ``torchvision.models.detection.ssdlite320_mobilenet_v3_large`` called on the image
+  tensor (its own resize to 320x320, normalisation, network and post-processing).
+
+Each row runs in its own process (ONNX Runtime and PyTorch thread pools in one process slow each
+other down 2-3x), with ``--threads`` intra-op threads, warm-up first, then ``--iters`` timed
+calls; the table gives the median and the 90th percentile.
+
+Post-processing load: randomly initialised detectors score every class about equally, so tens of
+thousands of candidates pass the score threshold and NMS dominates, unlike a trained model. By
+default the background logit bias of every model (ours and the reference) is raised until about
+``--candidates`` candidates per image survive the score threshold and per-class top-k (bisection
+on the benchmark image), giving all models the same, trained-like NMS load; ``--candidates 0``
+keeps the raw initialisation. ``--checkpoint`` benchmarks trained weights instead (alpha taken
+from the checkpoint, no bias change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+
+# ----------------------------------------------------------------------------- shared helpers
+def _image(args: argparse.Namespace) -> np.ndarray:
+    from detector.export.images import generated_images, read_rgb
+
+    if args.image:
+        return read_rgb(args.image)
+    return generated_images(1, seed=3, size=(480, 640))[0]
+
+
+def _final_class_convs(module) -> list:
+    """The last conv of each class predictor (ours: SSDHead; torchvision: SSDLite head)."""
+    from torch import nn
+
+    preds = (
+        module.head.class_predictors
+        if hasattr(module.head, "class_predictors")
+        else module.head.classification_head.module_list
+    )
+    convs = []
+    for p in preds:
+        last = [m for m in p.modules() if isinstance(m, nn.Conv2d)][-1]
+        convs.append(last)
+    return convs
+
+
+def _shift_background(model, shift: float, columns: int) -> None:
+    """Add ``shift`` to the background logit bias of every anchor slot (channels a * K + c)."""
+    import torch
+
+    with torch.no_grad():
+        for conv in _final_class_convs(model):
+            conv.bias[0::columns] += shift
+
+
+def _candidates(logits, shift: float, score_fn: str, thresh: float, topk: int) -> float:
+    """Mean candidates per image surviving threshold + per-class top-k after the shift."""
+    lg = logits.clone()
+    lg[..., 0] += shift
+    scores = lg.softmax(-1)[..., 1:] if score_fn == "softmax" else lg.sigmoid()[..., 1:]
+    return float((scores > thresh).sum(1).clamp(max=topk).sum(1).float().mean())
+
+
+def _calibrate_shift(logits, target: float, score_fn: str, thresh: float, topk: int) -> float:
+    lo, hi = 0.0, 40.0
+    if _candidates(logits, 0.0, score_fn, thresh, topk) <= target:
+        return 0.0
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if _candidates(logits, mid, score_fn, thresh, topk) > target:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def _recalibrate_bn(forward, model, batch) -> None:
+    """Re-estimate BatchNorm statistics on ``batch`` (one pass, cumulative average).
+
+    A randomly initialised torchvision MobileNetV3 collapses its activations to ~1e-14 in eval
+    mode, so every class scores the same; with statistics measured on real inputs each layer is
+    normalised and the scores vary with the image, as in a trained model. Speed is unaffected.
+    """
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    with torch.no_grad():
+        forward(batch)
+    model.eval()
+    for bn in bns:
+        bn.momentum = 0.1
+
+
+def _tv_logits(model, image_t):
+    import torch
+
+    with torch.no_grad():
+        images, _ = model.transform([image_t])
+        feats = list(model.backbone(images.tensors).values())
+        return model.head(feats)["cls_logits"]
+
+
+# ----------------------------------------------------------------------------------- workers
+def _time(fn, warmup: int, iters: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return times
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Measure one row in this process (started by the parent with ``--worker``)."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    torch.set_num_interop_threads(1)
+    image = np.load(spec["image"])
+    h0, w0 = image.shape[:2]
+    engine = spec["engine"]
+    dets: list[int] = []
+
+    if engine == "torchvision":
+        from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+
+        model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=91)
+        model.load_state_dict(torch.load(spec["weights"], weights_only=True))
+        model.eval()
+
+        def run() -> None:
+            with torch.inference_mode():
+                t = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
+                out = model([t])[0]
+            dets.append(len(out["scores"]))
+
+    elif engine in ("eager", "compile"):
+        from detector.engine.checkpoint import load_detector
+        from detector.export.images import preprocess
+        from detector.postprocess import postprocess_detections
+
+        model, _ = load_detector(spec["checkpoint"])
+        net = torch.compile(model) if engine == "compile" else model
+
+        def run() -> None:
+            with torch.inference_mode():
+                x = torch.from_numpy(preprocess([image], model.image_size))
+                deltas, logits = net(x)
+                out = postprocess_detections(
+                    deltas, logits, model.anchors, [(h0, w0)], score_fn=model.score_fn
+                )[0]
+            dets.append(len(out["scores"]))
+
+    elif engine in ("onnx_fp32", "onnx_int8"):
+        from detector.export.images import preprocess
+        from detector.export.onnx_format import OnnxRunner
+
+        runner = OnnxRunner(spec["onnx"], threads=spec["threads"])
+        size = tuple(spec["image_size"])
+        scale = np.array([w0, h0, w0, h0], dtype=np.float32)
+
+        def run() -> None:
+            out = runner(preprocess([image], size))
+            n = int(out["count"][0])
+            _boxes = out["boxes"][0, :n] * scale
+            dets.append(n)
+
+    else:
+        raise ValueError(f"unknown engine {engine}")
+
+    t0 = time.perf_counter()
+    run()  # first call (torch.compile compiles here)
+    first_ms = (time.perf_counter() - t0) * 1000.0
+    times = _time(run, spec["warmup"], spec["iters"])
+    return {
+        "median": statistics.median(times),
+        "p90": float(np.percentile(times, 90)),
+        "first": first_ms,
+        "dets": float(np.mean(dets)),
+    }
+
+
+def _run_worker(spec: dict[str, Any], threads: int) -> dict[str, Any]:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------ parent
+def _prepare(args: argparse.Namespace, tmp: Path) -> tuple[list[dict], dict, dict[str, Any]]:
+    """Build the models (bias-shifted), save them, export ONNX fp32/int8; return worker specs."""
+    import torch
+    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+
+    from detector.engine.checkpoint import load_detector, save_checkpoint
+    from detector.export import ExportOptions, export_model
+    from detector.export.images import generated_images, preprocess
+    from detector.models import ssd_mobilenet_v1
+
+    torch.set_num_threads(args.threads)
+    image = _image(args)
+    np.save(tmp / "image.npy", image)
+    info: dict[str, Any] = {"image": f"{image.shape[0]}x{image.shape[1]}", "loads": {}}
+    common = {
+        "image": str(tmp / "image.npy"),
+        "threads": args.threads,
+        "warmup": args.warmup,
+        "iters": args.iters,
+    }
+
+    # Reference: torchvision SSDLite (random init, same background-bias treatment).
+    torch.manual_seed(0)
+    tv = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=91).eval()
+    image_t = torch.from_numpy(image).permute(2, 0, 1).float() / 255.0
+    calib_images = generated_images(4, seed=11, size=image.shape[:2])
+    if args.candidates > 0:
+        tv_batch, _ = tv.transform(
+            [torch.from_numpy(im).permute(2, 0, 1).float() / 255.0 for im in calib_images]
+        )
+        _recalibrate_bn(lambda b: tv.head(list(tv.backbone(b).values())), tv, tv_batch.tensors)
+        logits = _tv_logits(tv, image_t)
+        shift = _calibrate_shift(logits, args.candidates, "softmax", tv.score_thresh, 300)
+        _shift_background(tv, shift, 91)
+    info["loads"]["torchvision"] = _candidates(
+        _tv_logits(tv, image_t), 0.0, "softmax", tv.score_thresh, 300
+    )
+    torch.save(tv.state_dict(), tmp / "tv.pt")
+    ref = {**common, "engine": "torchvision", "weights": str(tmp / "tv.pt")}
+
+    rows: list[dict] = []
+    models = []
+    if args.checkpoint:
+        model, classes = load_detector(args.checkpoint)
+        models.append((f"ckpt a{model.config.alpha:g}", model, classes))
+    else:
+        for alpha in args.alphas:
+            torch.manual_seed(0)
+            model = ssd_mobilenet_v1(args.num_classes, alpha=alpha, image_size=(args.size,) * 2)
+            model.eval()
+            classes = [f"c{i}" for i in range(1, args.num_classes + 1)]
+            if args.candidates > 0:
+                batch = torch.from_numpy(preprocess(calib_images, model.image_size))
+                _recalibrate_bn(model, model, batch)
+                x = torch.from_numpy(preprocess([image], model.image_size))
+                with torch.no_grad():
+                    _, logits = model(x)
+                shift = _calibrate_shift(logits, args.candidates, model.score_fn, 0.01, 400)
+                _shift_background(model, shift, args.num_classes + 1)
+            models.append((f"alpha {alpha:g}", model, classes))
+
+    calibration = args.calibration
+    if calibration is None:
+        calibration = str(SHARED / "datasets") if (SHARED / "datasets").is_dir() else "synthetic"
+    for label, model, classes in models:
+        key = label.replace(" ", "_")
+        ckpt = tmp / f"{key}.pt"
+        save_checkpoint(
+            {
+                "model": model.state_dict(),
+                "model_config": model.config.to_dict(),
+                "classes": classes,
+            },
+            ckpt,
+        )
+        x = torch.from_numpy(preprocess([image], model.image_size))
+        with torch.no_grad():
+            _, logits = model(x)
+        info["loads"][label] = _candidates(logits, 0.0, model.score_fn, 0.01, 400)
+        onnx_files = {}
+        for precision in ("fp32", "int8"):
+            options = ExportOptions(
+                nms=True,
+                int8=precision == "int8",
+                calibration=calibration if precision == "int8" else None,
+                num_calibration_images=args.calibration_images,
+                verify=False,
+            )
+            result = export_model(
+                model, classes, tmp / key / precision, options, name=key, strict=False, log=None
+            )
+            onnx_files[precision] = str(result.model_path)
+        size = list(model.image_size)
+        for engine in args.engines:
+            spec = {**common, "engine": engine, "label": label, "image_size": size}
+            if engine in ("eager", "compile"):
+                spec["checkpoint"] = str(ckpt)
+            else:
+                spec["onnx"] = onnx_files[engine.split("_")[1]]
+            rows.append(spec)
+    info["calibration"] = calibration
+    return rows, ref, info
+
+
+ENGINE_NAMES = {
+    "eager": "PyTorch eager",
+    "compile": "torch.compile (network)",
+    "onnx_fp32": "ONNX Runtime fp32, NMS in graph",
+    "onnx_int8": "ONNX Runtime int8 QDQ, NMS in graph",
+}
+
+
+def _fmt(res: dict[str, Any], ref_ms: float | None) -> tuple[str, str]:
+    if "error" in res:
+        return ("error: " + " ".join(res["error"]))[:40], ""
+    ms = f"{res['median']:.1f} ({res['p90']:.1f})"
+    ratio = f"{res['median'] / ref_ms:.2f}x" if ref_ms else ""
+    return ms, ratio
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.5])
+    parser.add_argument("--size", type=int, default=300)
+    parser.add_argument("--num-classes", type=int, default=90)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--candidates", type=float, default=300.0)
+    parser.add_argument("--image", type=str, default=None)
+    parser.add_argument("--checkpoint", type=str, default=None)
+    parser.add_argument("--calibration", type=str, default=None)
+    parser.add_argument("--calibration-images", type=int, default=32)
+    parser.add_argument(
+        "--engines", nargs="+", default=list(ENGINE_NAMES), choices=list(ENGINE_NAMES)
+    )
+    parser.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+
+    import torch
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="detector_bench_") as tmp_name:
+        tmp = Path(tmp_name)
+        print("preparing models and ONNX exports...", file=sys.stderr, flush=True)
+        rows, ref, info = _prepare(args, tmp)
+        print("measuring the reference...", file=sys.stderr, flush=True)
+        ref_res = _run_worker(ref, args.threads)
+        ref_ms = ref_res.get("median")
+        results: dict[tuple[str, str], dict[str, Any]] = {}
+        for spec in rows:
+            print(f"measuring {spec['label']} {spec['engine']}...", file=sys.stderr, flush=True)
+            results[(spec["label"], spec["engine"])] = _run_worker(spec, args.threads)
+
+    labels = list(dict.fromkeys(s["label"] for s in rows))
+    col = 22
+    print()
+    print(
+        f"End-to-end latency, batch 1, {args.threads} threads, {info['image']} RGB uint8 image in, "
+        f"detections out; median (p90) ms over {args.iters} calls after {args.warmup} warm-up "
+        f"calls, one process per row; x ref = median / reference median."
+    )
+    print(
+        f"torch {torch.__version__}, CPU: {_cpu_name()}; ours: {args.size}x{args.size}, "
+        f"{args.num_classes} classes, softmax, score_thresh 0.01, top-k 400, NMS 0.45, 200 dets"
+    )
+    header = f"{'engine':<38}" + "".join(
+        f"| {lab + ' ms (p90)':<{col}}| {'x ref':<7}" for lab in labels
+    )
+    print(header)
+    print("-" * len(header))
+    for engine in args.engines:
+        line = f"{ENGINE_NAMES[engine]:<38}"
+        for lab in labels:
+            ms, ratio = _fmt(results[(lab, engine)], ref_ms)
+            line += f"| {ms:<{col}}| {ratio:<7}"
+        print(line)
+    ref_text, _ = _fmt(ref_res, None)
+    line = f"{'torchvision ssdlite320 (reference)':<38}"
+    for _ in labels:
+        line += f"| {ref_text:<{col}}| {'1.00x':<7}"
+    print(line)
+    print(
+        "reference: torchvision ssdlite320_mobilenet_v3_large, eager, end to end (its own 320x320 "
+        "resize and normalisation, score_thresh 0.001, top-k 300, NMS 0.55, 300 dets)"
+    )
+    loads = ", ".join(f"{k}: {v:.0f}" for k, v in info["loads"].items())
+    dets = ", ".join(
+        f"{lab}: {results[(lab, args.engines[0])].get('dets', float('nan')):.0f}" for lab in labels
+    )
+    print(
+        f"NMS load (candidates per image after threshold + per-class top-k): {loads}; "
+        f"detections per image: {dets}, reference {ref_res.get('dets', float('nan')):.0f}"
+    )
+    first = ", ".join(
+        f"{lab}: {results[(lab, 'compile')]['first'] / 1000:.0f} s"
+        for lab in labels
+        if "compile" in args.engines and "first" in results[(lab, "compile")]
+    )
+    if first:
+        print(f"torch.compile first call (compilation): {first}")
+    print(
+        f"int8 calibration: {info['calibration']} ({args.calibration_images} images); "
+        f"total bench time {time.perf_counter() - started:.0f} s"
+    )
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
