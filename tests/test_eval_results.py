@@ -146,3 +146,29 @@ def test_wrong_kind_or_missing_inputs(files):
         evaluate_results_file(path, ann_file=gt_path, kind="voc")
     with pytest.raises(ValueError, match="exactly one of ann_file and records"):
         evaluate_results_file(path, kind="coco")
+
+
+def test_records_results_may_name_images_by_file_stem(tmp_path):
+    records = [
+        {
+            "image_id": 10 + i,
+            "file_name": f"photos/{name}.jpg",
+            "width": 50,
+            "height": 50,
+            "boxes": np.array([[5, 5, 25, 25]], np.float32),
+            "labels": np.array([1]),
+            "ignore": np.array([False]),
+        }
+        for i, name in enumerate(["cat_001", "cat_002"])
+    ]
+    by_id = [{"image_id": 10, "category_id": 1, "bbox": [5, 5, 20, 20], "score": 0.9}]
+    by_stem = [{"image_id": "cat_001", "category_id": 1, "bbox": [5, 5, 20, 20], "score": 0.9}]
+    results = []
+    for kind in ("coco", "voc"):
+        for content in (by_id, by_stem):
+            m = evaluate_results_file(
+                write(tmp_path, "r.json", content), records=records, class_names=["cat"], kind=kind
+            )
+            results.append(m["AP" if kind == "coco" else "mAP"])
+    assert results[0] == results[1] and results[2] == results[3]
+    assert results[2] == pytest.approx(6 / 11)  # VOC07 11-point: recall 1/2 at precision 1

@@ -189,6 +189,11 @@ class CocoEvaluator:
             gt.setdefault("annotations", [])
             file_cats = sorted(int(c["id"]) for c in gt["categories"])
             if label_to_category_id is None:
+                if class_names is not None and len(class_names) != len(file_cats):
+                    raise ValueError(
+                        f"{len(class_names)} class names but {len(file_cats)} categories in "
+                        f"{ann_file}; pass label_to_category_id to say which label is which"
+                    )
                 label_to_category_id = {k + 1: c for k, c in enumerate(file_cats)}
             if class_names is None:
                 names = {int(c["id"]): str(c.get("name", c["id"])) for c in gt["categories"]}
@@ -356,10 +361,20 @@ class CocoEvaluator:
     # -- results files ---------------------------------------------------------------------------
 
     def image_lookup(self) -> dict[Any, int]:
-        """Original image id (and, for records, the file stem) -> position in the ground truth."""
+        """Image id in a results file -> position in the ground truth.
+
+        The ground truth's own image ids; with records also their ``str`` form and the stem of
+        their ``file_name`` (the VOC-layout convention), where these are unambiguous.
+        """
         lookup: dict[Any, int] = {}
         for pos, image_id in enumerate(self.original_image_ids):
             lookup[image_id.item() if hasattr(image_id, "item") else image_id] = pos
+        if self.gt_source == "records":
+            for pos, image_id in enumerate(self.original_image_ids):
+                lookup.setdefault(str(image_id), pos)
+            for pos, img in enumerate(self.gt["images"]):
+                if img.get("file_name"):
+                    lookup.setdefault(Path(img["file_name"]).stem, pos)
         return lookup
 
     def category_lookup(self) -> dict[Any, int]:
