@@ -2,7 +2,8 @@
 
 A synthetic COCO ground truth (default 5000 images, 80 categories, about 6 objects per image with
 crowd regions and empty images) and a results file with 100 detections per image are written to
-a temporary folder; then, in the same process and on the same files, end to end:
+a temporary folder; then, on the same files, end to end, each in a fresh Python process (so that
+no run inherits another's heap or imports; the time is measured inside that process):
 
 * ``plain pycocotools``: ``COCO(gt)``, ``loadRes(results)``, ``COCOeval`` evaluate / accumulate /
   summarize, as pycocotools' README does it;
@@ -30,6 +31,7 @@ import io
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -103,6 +105,39 @@ def split_ours(metrics: dict) -> dict[str, float]:
 ENGINE_PREP = ("prepare_refs", "append_refs", "iou")
 
 
+VARIANTS = {
+    "plain-pycocotools": "plain pycocotools",
+    "plain-faster": "plain faster-coco-eval",
+    "ours-faster": "ours (faster)",
+    "ours-pycocotools": "ours (pycocotools)",
+}
+
+
+def worker(variant: str, gt_path: Path, res_path: Path, out_dir: Path) -> None:
+    """Run one variant and print its result as the last line of JSON."""
+    metrics = None
+    if variant == "plain-pycocotools":
+        seconds, stats = plain_pycocotools(gt_path, res_path)
+    elif variant == "plain-faster":
+        seconds, stats = plain_faster(gt_path, res_path)
+    else:
+        seconds, metrics = ours(gt_path, res_path, variant.split("-", 1)[1], out_dir)
+        stats = np.array([metrics[k] for k in COCO_STAT_KEYS])
+    timings = (
+        None if metrics is None else {k: v for k, v in metrics.items() if k.startswith("time_")}
+    )
+    print(json.dumps({"seconds": seconds, "stats": stats.tolist(), "timings": timings}))
+
+
+def run_variant(variant: str, gt_path: Path, res_path: Path, out_dir: Path) -> dict:
+    cmd = [sys.executable, __file__, "--worker", variant, "--gt", str(gt_path)]
+    cmd += ["--res", str(res_path), "--out", str(out_dir)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{variant} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=5000)
@@ -110,11 +145,16 @@ def main() -> None:
     parser.add_argument("--categories", type=int, default=80)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-plain", action="store_true", help="skip plain pycocotools")
+    parser.add_argument("--worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--gt", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--res", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.gt, args.res, args.out)
+        return
 
     print(f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cpus")
-    import pycocotools  # noqa: F401
-
     versions = {
         "pycocotools": _version("pycocotools"),
         "faster-coco-eval": _version("faster-coco-eval"),
@@ -142,26 +182,16 @@ def main() -> None:
         )
         del gt, res
 
-        rows: list[tuple[str, float, dict | None, np.ndarray]] = []
-        reference = None
-        if not args.skip_plain:
-            seconds, stats = plain_pycocotools(gt_path, res_path)
-            reference = stats
-            rows.append(("plain pycocotools", seconds, None, stats))
-            print(f"  plain pycocotools: {seconds:.2f} s", flush=True)
+        variants = [] if args.skip_plain else ["plain-pycocotools"]
         if faster_available():
-            seconds, stats = plain_faster(gt_path, res_path)
-            rows.append(("plain faster-coco-eval", seconds, None, stats))
-            print(f"  plain faster-coco-eval: {seconds:.2f} s", flush=True)
-        # faster first: it pays the one-off matplotlib import of the report writer.
-        backends = (["faster"] if faster_available() else []) + ["pycocotools"]
-        for backend in backends:
-            seconds, metrics = ours(gt_path, res_path, backend, tmp / f"report_{backend}")
-            stats = np.array([metrics[k] for k in COCO_STAT_KEYS])
-            rows.append((f"ours ({backend})", seconds, metrics, stats))
-            print(f"  ours ({backend}): {seconds:.2f} s", flush=True)
-        if reference is None:
-            reference = next(r[3] for r in rows if r[0] == "ours (pycocotools)")
+            variants += ["plain-faster", "ours-faster"]
+        variants += ["ours-pycocotools"]
+        rows: list[tuple[str, float, dict | None, np.ndarray]] = []
+        for variant in variants:
+            out = run_variant(variant, gt_path, res_path, tmp / f"report_{variant}")
+            rows.append((VARIANTS[variant], out["seconds"], out["timings"], np.array(out["stats"])))
+            print(f"  {VARIANTS[variant]}: {out['seconds']:.2f} s", flush=True)
+        reference = rows[0][3] if not args.skip_plain else rows[-1][3]
 
         base = rows[0][1] if not args.skip_plain else None
         print()
@@ -188,14 +218,14 @@ def main() -> None:
                 detail = ", ".join(
                     f"{k.removeprefix('time_').removesuffix('_s')} {v:.2f}"
                     for k, v in metrics.items()
-                    if k.startswith("time_")
                 )
                 print(f"\n{name} timings (s): {detail}")
         print(
             "\nour Python = checking/converting the detections, preparing the engine inputs "
-            "(faster: grouping, IoU, annotation refs), writing metrics.json/tables/PNG; "
-            "JSON parse = json.load of the annotation and results files; engine library = "
-            "pycocotools' COCO/loadRes/COCOeval or faster-coco-eval's C++ kernel."
+            "(faster: grouping, IoU, annotation refs), writing metrics.json/tables/PNG (the "
+            "matplotlib import included); JSON parse = json.load of the annotation and results "
+            "files; engine library = pycocotools' COCO/loadRes/COCOeval or faster-coco-eval's "
+            "C++ kernel."
         )
 
 
