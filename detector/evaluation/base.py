@@ -16,8 +16,8 @@ Distributed evaluation: ``process`` does no evaluation work, it only validates a
 copies. Each rank calls ``state()`` (a picklable list, one entry per image), the lists are
 gathered, e.g. with ``torch.distributed.all_gather_object``, and rank 0 calls
 ``load_state(merge_states(gathered))`` followed by ``evaluate()``. Images processed twice (as
-happens with the padding of ``DistributedSampler``) keep their last predictions and are counted
-in ``metrics["num_duplicate_images"]``.
+happens with the padding of ``DistributedSampler``) keep their last predictions; they are counted
+in ``metrics["num_duplicate_images"]`` and reported with an :class:`EvaluationWarning`.
 """
 
 from __future__ import annotations
