@@ -171,4 +171,4 @@ def test_records_results_may_name_images_by_file_stem(tmp_path):
             )
             results.append(m["AP" if kind == "coco" else "mAP"])
     assert results[0] == results[1] and results[2] == results[3]
-    assert results[2] == pytest.approx(6 / 11)  # VOC07 11-point: recall 1/2 at precision 1
+    assert results[2] == pytest.approx(0.5)  # kind="voc": area AP, recall 1/2 at precision 1

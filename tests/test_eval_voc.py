@@ -80,12 +80,15 @@ def test_voc07_eleven_point_toy_by_hand():
 
 
 def test_voc_area_toy_by_hand():
-    ev = build_evaluator("voc", class_names=["thing"], records=TOY_RECORDS, metric="voc")
+    ev = build_evaluator("voc", class_names=["thing"], records=TOY_RECORDS)  # kind voc = area
     ev.process(*toy_predictions())
     m = ev.evaluate()
     expected = 0.25 * 1 + 0.25 * (2 / 3) + 0.25 * (3 / 5)
     assert m["AP/thing"] == pytest.approx(expected, abs=1e-12)
     assert "all-point" in m["protocol"]
+    ev07 = build_evaluator("voc07", class_names=["thing"], records=TOY_RECORDS)
+    ev07.process(*toy_predictions())
+    assert ev07.evaluate()["AP/thing"] == pytest.approx(6.2 / 11, abs=1e-12)
 
 
 def test_voc_ap_function():

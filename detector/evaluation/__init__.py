@@ -60,8 +60,8 @@ def build_evaluator(kind: str, **kwargs: Any) -> Evaluator:
     """Make an evaluator by name.
 
     Args:
-        kind: ``"coco"``; ``"voc"`` (``metric`` chooses the AP form, default ``"voc07"``) or
-            ``"voc07"`` (11-point AP).
+        kind: ``"coco"``; ``"voc"`` (VOC2010+ all-point AP unless ``metric`` says otherwise)
+            or ``"voc07"`` (VOC2007 11-point AP).
         **kwargs: the evaluator's arguments: ``class_names`` plus ``ann_file`` /
             ``label_to_category_id`` / ``records`` / ``backend`` for COCO, ``records`` /
             ``metric`` / ``iou_threshold`` / ``use_07_plus_one`` for VOC. Arguments that are
@@ -78,6 +78,7 @@ def build_evaluator(kind: str, **kwargs: Any) -> Evaluator:
     if kind in ("voc", "voc07"):
         if kind == "voc07":
             kwargs["metric"] = "voc07"
+        kwargs.setdefault("metric", "voc")
         for key in ("ann_file", "label_to_category_id", "backend"):
             kwargs.pop(key, None)
         class_names = kwargs.pop("class_names")

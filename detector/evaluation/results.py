@@ -214,8 +214,8 @@ def evaluate_results_file(
         ann_file: COCO annotation file (``kind="coco"``).
         records: dataset records (COCO from records, or VOC).
         class_names: the class names (required with records; VOC category ids index it 1-based).
-        kind: ``"coco"``, ``"voc"`` or ``"voc07"`` (VOC with the 11-point metric; equivalently
-            ``kind="voc", metric="voc07"``).
+        kind: ``"coco"``, ``"voc"`` (VOC2010+ all-point AP unless ``metric="voc07"`` is
+            passed) or ``"voc07"`` (VOC2007 11-point AP).
         backend: COCO engine, ``"auto"``, ``"pycocotools"`` or ``"faster"``.
         out_dir: when given, :func:`~detector.evaluation.report.write_report` writes
             ``metrics.json``, the per-class tables, the PR curves and ``summary.txt`` there.
