@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the drawing changes, so cached datasets are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 #: Class names and their base colours (RGB): every class differs in shape and hue.
 SYNTHETIC_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
@@ -72,9 +72,10 @@ class SyntheticConfig:
             ratios run from ``lo/hi`` to ``hi/lo``).
         objects_per_image: inclusive range of the number of objects placed per image (fewer when
             placement fails).
-        size_range: object size range as a fraction of ``sqrt(W * H)``.
-        small_fraction: share of objects drawn in the small band (``size_range[0]`` to 2.5 times
-            that); the rest are log-uniform over medium and large sizes.
+        size_range: smallest and largest object size as a fraction of ``sqrt(W * H)``.
+        medium_min: lower end of the medium sizes (same units).
+        small_fraction: share of objects drawn uniformly in the small band ``size_range[0]`` to
+            ``medium_min``; the rest are log-uniform from ``medium_min`` to ``size_range[1]``.
         truncate_prob: probability that an object may cross the image border.
         min_visible_in_image: an object cut by the border keeps at least this share of its pixels.
         max_occlusion: the largest share of an earlier object a later one may cover.
@@ -86,15 +87,16 @@ class SyntheticConfig:
 
     classes: tuple[str, ...] = SYNTHETIC_CLASSES
     image_size: tuple[int, int] = (200, 400)
-    objects_per_image: tuple[int, int] = (1, 6)
+    objects_per_image: tuple[int, int] = (1, 5)
     size_range: tuple[float, float] = (0.03, 0.6)
-    small_fraction: float = 0.1
-    truncate_prob: float = 0.25
+    medium_min: float = 0.12
+    small_fraction: float = 0.05
+    truncate_prob: float = 0.2
     min_visible_in_image: float = 0.5
-    max_occlusion: float = 0.4
+    max_occlusion: float = 0.3
     max_box_iou: float = 0.4
-    clutter: tuple[int, int] = (2, 8)
-    noise_sigma: tuple[float, float] = (2.0, 9.0)
+    clutter: tuple[int, int] = (1, 4)
+    noise_sigma: tuple[float, float] = (2.0, 6.0)
     jpeg_quality: tuple[int, int] = (75, 95)
 
     def __post_init__(self) -> None:
@@ -161,9 +163,9 @@ def _render_mask(polys: list[np.ndarray]) -> np.ndarray:
 def _background(rng: np.random.Generator, h: int, w: int, clutter: tuple[int, int]) -> np.ndarray:
     """Low-saturation textured background with clutter, float32 ``[H, W, 3]`` in 0..255."""
     base = rng.uniform(60, 200)
-    tint = rng.uniform(-25, 25, size=3)
+    tint = rng.uniform(-15, 15, size=3)  # low chroma: the objects are the colourful things
     gh, gw = rng.integers(2, 6, size=2)
-    field_lo = rng.uniform(-45, 45, size=(gh, gw, 1)) + rng.uniform(-12, 12, size=(gh, gw, 3))
+    field_lo = rng.uniform(-45, 45, size=(gh, gw, 1)) + rng.uniform(-8, 8, size=(gh, gw, 3))
     img = cv2.resize(field_lo.astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     img += np.float32(base) + tint.astype(np.float32)
     kind = rng.integers(0, 3)
@@ -212,11 +214,11 @@ def _object_colour(rng: np.random.Generator, name: str) -> np.ndarray:
 
 def _sample_size(rng: np.random.Generator, cfg: SyntheticConfig, ref: float) -> float:
     lo, hi = cfg.size_range
-    small_hi = min(lo * 2.5, hi)
+    mid = min(max(cfg.medium_min, lo), hi)
     if rng.random() < cfg.small_fraction:
-        frac = rng.uniform(lo, small_hi)
+        frac = rng.uniform(lo, mid)
     else:
-        frac = math.exp(rng.uniform(math.log(small_hi), math.log(hi)))
+        frac = math.exp(rng.uniform(math.log(mid), math.log(hi)))
     return frac * ref
 
 

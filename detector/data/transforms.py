@@ -111,14 +111,24 @@ class ZoomOut(A.DualTransform):
         self, img: np.ndarray, canvas: tuple[int, int], offset: tuple[int, int], **params: Any
     ) -> np.ndarray:
         h, w = img.shape[:2]
-        out = np.empty((canvas[0], canvas[1], *img.shape[2:]), dtype=img.dtype)
-        fill = np.asarray(
-            self.fill[: img.shape[2]] if img.ndim == 3 else self.fill[:1], dtype=img.dtype
-        )
-        out[...] = fill
         left, top = offset
-        out[top : top + h, left : left + w] = img
-        return out
+        channels = img.shape[2] if img.ndim == 3 else 1
+        value = [self.fill[min(c, len(self.fill) - 1)] for c in range(channels)]
+        if channels > 4:  # beyond what OpenCV border filling supports
+            out = np.empty((canvas[0], canvas[1], channels), dtype=img.dtype)
+            out[...] = np.asarray(value, dtype=img.dtype)
+            out[top : top + h, left : left + w] = img
+            return out
+        # one pass writing border and copy (much faster than filling, then pasting)
+        return cv2.copyMakeBorder(
+            img,
+            top,
+            canvas[0] - h - top,
+            left,
+            canvas[1] - w - left,
+            cv2.BORDER_CONSTANT,
+            value=value,
+        ).reshape(canvas[0], canvas[1], *img.shape[2:])
 
     def apply_to_mask(
         self, mask: np.ndarray, canvas: tuple[int, int], offset: tuple[int, int], **params: Any
@@ -191,19 +201,22 @@ class MinIoURandomCrop(BaseCrop):
         self.trials = int(trials)
         self.max_draws = int(max_draws)
 
-    def _random_window(self, h: int, w: int) -> tuple[int, int, int, int] | None:
-        rnd = self.py_random.random
-        sw = self.min_scale + (self.max_scale - self.min_scale) * rnd()
-        sh = self.min_scale + (self.max_scale - self.min_scale) * rnd()
-        cw, ch = int(w * sw), int(h * sh)
-        if cw < 1 or ch < 1:
-            return None
-        ratio = cw / ch
-        if not self.aspect_range[0] <= ratio <= self.aspect_range[1]:
-            return None
-        left = int((w - cw) * rnd())
-        top = int((h - ch) * rnd())
-        return left, top, left + cw, top + ch
+    def _random_windows(self, h: int, w: int) -> np.ndarray:
+        """Up to ``trials`` candidate windows ``[K, 4]`` (x0, y0, x1, y1) with valid shape."""
+        r = self.random_generator.random((self.trials, 4))
+        span = self.max_scale - self.min_scale
+        cw = (w * (self.min_scale + span * r[:, 0])).astype(np.int64)
+        ch = (h * (self.min_scale + span * r[:, 1])).astype(np.int64)
+        ratio = cw / np.maximum(ch, 1)
+        ok = (
+            (cw >= 1)
+            & (ch >= 1)
+            & (ratio >= self.aspect_range[0])
+            & (ratio <= self.aspect_range[1])
+        )
+        left = ((w - cw) * r[:, 2]).astype(np.int64)
+        top = ((h - ch) * r[:, 3]).astype(np.int64)
+        return np.stack([left, top, left + cw, top + ch], axis=1)[ok]
 
     def get_params_dependent_on_data(
         self, params: dict[str, Any], data: dict[str, Any]
@@ -214,31 +227,29 @@ class MinIoURandomCrop(BaseCrop):
         boxes = (
             np.zeros((0, 4))
             if bboxes is None or len(bboxes) == 0
-            else np.asarray(bboxes)[:, :4] * [w, h, w, h]
+            else np.asarray(bboxes, dtype=np.float64)[:, :4] * [w, h, w, h]
         )
+        cx = (boxes[:, 0] + boxes[:, 2]) / 2
+        cy = (boxes[:, 1] + boxes[:, 3]) / 2
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         for _ in range(self.max_draws):
             min_iou = self.py_random.choice(self.iou_options)
             if min_iou >= 1.0:
                 return {"crop_coords": whole}
-            for _ in range(self.trials):
-                win = self._random_window(h, w)
-                if win is None:
-                    continue
-                if len(boxes) == 0:
-                    return {"crop_coords": win}
-                x0, y0, x1, y1 = win
-                cx = (boxes[:, 0] + boxes[:, 2]) / 2
-                cy = (boxes[:, 1] + boxes[:, 3]) / 2
-                inside = (cx > x0) & (cx < x1) & (cy > y0) & (cy < y1)
-                if not inside.any():
-                    continue
-                b = boxes[inside]
-                iw = np.clip(np.minimum(b[:, 2], x1) - np.maximum(b[:, 0], x0), 0, None)
-                ih = np.clip(np.minimum(b[:, 3], y1) - np.maximum(b[:, 1], y0), 0, None)
-                inter = iw * ih
-                union = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) + (x1 - x0) * (y1 - y0) - inter
-                if (inter / np.maximum(union, 1e-9)).max() >= min_iou:
-                    return {"crop_coords": win}
+            wins = self._random_windows(h, w)
+            if len(wins) == 0:
+                continue
+            if len(boxes) == 0:
+                return {"crop_coords": tuple(int(v) for v in wins[0])}
+            x0, y0, x1, y1 = (wins[:, k : k + 1] for k in range(4))  # [K, 1] against [N] boxes
+            inside = (cx > x0) & (cx < x1) & (cy > y0) & (cy < y1)
+            iw = np.clip(np.minimum(boxes[:, 2], x1) - np.maximum(boxes[:, 0], x0), 0, None)
+            ih = np.clip(np.minimum(boxes[:, 3], y1) - np.maximum(boxes[:, 1], y0), 0, None)
+            inter = iw * ih
+            iou = inter / np.maximum(area + (x1 - x0) * (y1 - y0) - inter, 1e-9)
+            good = np.flatnonzero((np.where(inside, iou, -1.0) >= min_iou).any(axis=1))
+            if len(good):
+                return {"crop_coords": tuple(int(v) for v in wins[good[0]])}
         return {"crop_coords": whole}
 
     def apply_to_bboxes(
