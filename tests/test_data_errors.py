@@ -357,7 +357,16 @@ def test_dataset_that_would_train_on_nothing(tmp_path: Path) -> None:
     no_images = write_coco(tmp_path / "e", [], [], CATS)
     with pytest.raises(DatasetError, match="zero usable images"):
         CocoDetection(no_images)
+    all_bad = one_image_coco(
+        tmp_path / "bad", [coco_ann(1, 1, 1, [5, 5, -4, 10]), coco_ann(2, 1, 1, [9, 9, 0, 0])]
+    )
+    with pytest.raises(
+        DatasetError, match=r"(?s)1 images but zero usable boxes.*2 problem\(s\) found.*inverted"
+    ):
+        CocoDetection(all_bad)
     only_empty = one_image_coco(tmp_path, [])
+    with pytest.raises(DatasetError, match="zero usable boxes"):
+        CocoDetection(only_empty)
     with pytest.raises(DatasetError, match="zero usable images"):
         CocoDetection(only_empty, drop_empty=True)
     write_voc_image(tmp_path / "f" / "images", tmp_path / "f" / "annotations", "a", (20, 20), [])

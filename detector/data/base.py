@@ -373,7 +373,7 @@ class DetectionDataset(Dataset):
         """Store entries and classes, check the dataset is usable and warn once about problems.
 
         Raises:
-            DatasetError: no classes, no images, or duplicate class names.
+            DatasetError: no classes, no images, no box at all, or duplicate class names.
         """
         self.classes = [str(c) for c in classes]
         if not self.classes:
@@ -383,6 +383,16 @@ class DetectionDataset(Dataset):
             raise DatasetError(f"{self.name}: duplicate class names {dupes}")
         if not entries:
             raise DatasetError(f"{self.name}: zero usable images (nothing to train on)")
+        if not any(len(e.boxes) for e in entries):
+            skipped = (
+                f"; {len(self.issues)} problem(s) found:\n{self.issues.summary()}"
+                if self.issues.counts
+                else ""
+            )
+            raise DatasetError(
+                f"{self.name}: {len(entries)} images but zero usable boxes (nothing to train on "
+                f"or evaluate){skipped}"
+            )
         self.entries = entries
         self.issues.warn()
 

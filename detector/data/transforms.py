@@ -17,6 +17,7 @@ little area left visible, and keeps labels aligned.
 
 from __future__ import annotations
 
+import inspect
 import os
 import random
 from collections.abc import Sequence
@@ -502,11 +503,13 @@ def build_transforms(
         min_visibility: smallest visible share of a box to keep it after a crop.
         min_size: smallest box side in pixels.
         seed: pipeline seed.
-        **knobs: further keyword arguments of the preset function (e.g. ``max_zoom_out``,
-            ``p_photometric``, ``min_crop_scale``).
+        **knobs: further keyword arguments of the preset functions (e.g. ``max_zoom_out``,
+            ``p_zoom_out``, ``p_photometric``, ``min_crop_scale``). Options that some preset
+            takes but the chosen one does not (``max_zoom_out`` for ``ssdlite``) are ignored, so
+            one config schema serves every preset.
 
     Raises:
-        ValueError: unknown preset or a knob the preset does not take.
+        ValueError: unknown preset, bad size, or an option no preset takes.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r} (choose from {sorted(PRESETS)})")
@@ -517,18 +520,23 @@ def build_transforms(
     )
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"image_size must be (H, W), got {image_size!r}")
+    known = {name for fn in PRESETS.values() for name in inspect.signature(fn).parameters}
+    unknown = sorted(set(knobs) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown augmentation option(s) {unknown} (known: {sorted(known - {'image_size'})})"
+        )
     if not train or preset == "none":
         return eval_transform(size, seed=seed)
-    if preset == "ssd":
-        return ssd_train(
-            size,
-            mean_fill=mean_fill,
-            p_flip=p_flip,
-            min_visibility=min_visibility,
-            min_size=min_size,
-            seed=seed,
-            **knobs,
-        )
-    return ssdlite_train(
-        size, p_flip=p_flip, min_visibility=min_visibility, min_size=min_size, seed=seed, **knobs
-    )
+    options = {
+        "mean_fill": mean_fill,
+        "p_flip": p_flip,
+        "min_visibility": min_visibility,
+        "min_size": min_size,
+        "seed": seed,
+        **knobs,
+    }
+    # a config group carries every knob; a preset takes those that apply to it
+    fn = PRESETS[preset]
+    accepted = inspect.signature(fn).parameters
+    return fn(size, **{k: v for k, v in options.items() if k in accepted})
