@@ -304,7 +304,10 @@ def test_widerface_invalid_and_min_size(wider: Path) -> None:
     assert ds.classes == ["face"]
     assert len(ds) == 3 and ds.num_boxes() == 4 and ds.num_boxes(train_only=True) == 3
     r = ds.records()[0]
-    assert r["image_id"] == "0--Parade/a.jpg" and (r["width"], r["height"]) == (80, 60)
+    assert r["image_id"] == r["file_name"] == "0--Parade/a.jpg" and (r["width"], r["height"]) == (
+        80,
+        60,
+    )
     np.testing.assert_allclose(r["boxes"][0], [10, 10, 30, 35])
     assert r["ignore"].tolist() == [False, False, True]  # invalid flag honoured
     assert len(ds[1].labels) == 0

@@ -126,11 +126,11 @@ class ImageEntry:
     ignore: np.ndarray
     train: np.ndarray
     source: str = ""
+    file_name: str = ""
 
-    @property
-    def file_name(self) -> str:
-        """The image file name."""
-        return self.path.name
+    def __post_init__(self) -> None:
+        if not self.file_name:
+            self.file_name = self.path.name
 
 
 class IssueLog:
@@ -312,6 +312,7 @@ def make_entry(
     source: str,
     issues: IssueLog,
     train_ignored: bool = False,
+    file_name: str = "",
 ) -> ImageEntry:
     """Build an :class:`ImageEntry`, checking boxes with :func:`check_boxes`.
 
@@ -326,6 +327,7 @@ def make_entry(
         source: annotation file for messages.
         issues: problem counter.
         train_ignored: also train on ignored boxes (e.g. VOC ``keep_difficult``).
+        file_name: image name as the annotation gives it (default: the file's name).
     """
     boxes_arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     labels_arr = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -346,6 +348,7 @@ def make_entry(
         ignore=ignore_out,
         train=train,
         source=source,
+        file_name=file_name,
     )
 
 

@@ -203,6 +203,7 @@ class CocoDetection(DetectionDataset):
                 ignore,
                 source=f"{self.ann_file} image {img['id']} ({img['file_name']})",
                 issues=self.issues,
+                file_name=str(img["file_name"]),
             )
             if drop_empty and not entry.train.any():
                 continue

@@ -21,7 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.data.base import DatasetError, DetectionDataset, ImageEntry, make_entry
+from detector.data.base import (
+    DatasetError,
+    DetectionDataset,
+    ImageEntry,
+    image_size_from_header,
+    make_entry,
+)
 from detector.data.voc import VocXml, parse_voc_xml, voc_entry
 
 __all__ = [
@@ -282,8 +288,6 @@ class FolderDetection(DetectionDataset):
                     )
                 )
             else:
-                from detector.data.base import image_size_from_header
-
                 w, h = image_size_from_header(image_of[stem])
                 entries.append(
                     make_entry(

@@ -19,6 +19,7 @@ from detector.data.base import (
     DatasetError,
     DetectionDataset,
     ImageEntry,
+    image_size_from_header,
     make_entry,
     missing_images_error,
 )
@@ -241,8 +242,6 @@ def voc_entry(
         ignore.append(obj.difficult)
     width, height = ann.width, ann.height
     if width <= 0 or height <= 0:
-        from detector.data.base import image_size_from_header
-
         width, height = image_size_from_header(image_path)
     return make_entry(
         image_path,

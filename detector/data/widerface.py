@@ -144,6 +144,7 @@ class WiderFace(DetectionDataset):
                 invalid | small,
                 source=f"{self.ann_file} ({rel})",
                 issues=self.issues,
+                file_name=rel,
             )
             if keep_invalid:
                 eb = entry.boxes
