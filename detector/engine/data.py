@@ -213,6 +213,9 @@ def make_train_loader(dataset: Dataset, spec: TrainSchema, info: DistInfo) -> Da
         train=True,
         mean_fill=tuple(aug.mean_fill),
         p_flip=aug.p_flip,
+        max_zoom_out=aug.max_zoom_out,
+        p_zoom_out=aug.p_zoom_out,
+        p_photometric=aug.p_photometric,
     )
     wrapped = SeededTransformDataset(dataset, transform, seed=spec.seed)
     sampler = ResumableBatchSampler(
