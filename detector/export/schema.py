@@ -1,4 +1,3 @@
-# ruff: noqa: UP006, UP045  (OmegaConf reads typing.List / Optional annotations)
 """Typed Hydra schema of ``export.py`` (registered in the ConfigStore by ``export.py``).
 
 ``conf/export.yaml`` builds on :class:`ExportSchema`; ``conf/format/*.yaml`` on
