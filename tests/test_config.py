@@ -15,7 +15,10 @@ from detector.config import TrainSchema, from_hydra, model_config_from, register
 from detector.models import build_ssd
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "experiment")
+# Groups of train.yaml (``format`` belongs to export.yaml and is tested there).
+GROUPS = sorted(
+    p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("experiment", "format")
+)
 GROUP_OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
 EXPERIMENTS = sorted(f.stem for f in (CONF / "experiment").glob("*.yaml"))
 
@@ -72,11 +75,10 @@ def test_every_experiment(experiment: str) -> None:
 
 def test_default_is_synthetic_and_alpha_override() -> None:
     spec = _compose([])
-    assert spec.dataset.kind == "synthetic"
+    assert spec.dataset.kind == "synthetic" and spec.name == "synthetic"
+    spec = _compose(["backbone.alpha=0.5"])
     assert spec.backbone.alpha == 0.5
-    spec = _compose(["backbone.alpha=0.25"])
-    assert spec.backbone.alpha == 0.25
-    assert model_config_from(spec, 3).alpha == 0.25
+    assert model_config_from(spec, 3).alpha == 0.5
 
 
 def test_misspelt_key_fails_at_composition() -> None:
@@ -92,3 +94,16 @@ def test_tf_recipe_experiment() -> None:
     assert config.padding == "tf" and config.score_fn == "sigmoid"
     assert config.image_size == (300, 300) and config.head_kernel_size == 1
     assert spec.optimizer.name == "rmsprop"
+
+
+FORMATS = sorted(f.stem for f in (CONF / "format").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_export_format_composes(fmt: str) -> None:
+    from detector.export.schema import register_export_schemas
+
+    register_export_schemas()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("export", overrides=["checkpoint=model.pt", f"format={fmt}"])
+    assert cfg.checkpoint == "model.pt"

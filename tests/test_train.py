@@ -151,9 +151,12 @@ def test_init_from_checkpoint_with_other_classes(tiny_synthetic: Path, tmp_path:
     """``init=``: every tensor of matching shape is copied; class predictors are re-initialised."""
     from detector.engine.checkpoint import save_checkpoint
     from detector.engine.train import _init_from_checkpoint
-    from detector.models import build_ssd, ssd_mobilenet_v1
+    from detector.models import build_ssd
 
-    donor = ssd_mobilenet_v1(90, alpha=0.25, image_size=(96, 96))
+    spec = _spec(tiny_synthetic)
+    from detector.config import model_config_from
+
+    donor = build_ssd(model_config_from(spec, 90))
     save_checkpoint(
         {
             "model": donor.state_dict(),
@@ -162,9 +165,6 @@ def test_init_from_checkpoint_with_other_classes(tiny_synthetic: Path, tmp_path:
         },
         tmp_path / "donor.pt",
     )
-    spec = _spec(tiny_synthetic)
-    from detector.config import model_config_from
-
     model = build_ssd(model_config_from(spec, 5))
     message = _init_from_checkpoint(model, str(tmp_path / "donor.pt"), ["a", "b", "c", "d", "e"])
     assert "classes differ (90 -> 5)" in message and "class_predictors" in message
