@@ -12,19 +12,18 @@ __all__ = ["friendly_errors"]
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from .data import DatasetError
-    from .engine.checkpoint import CheckpointError
-    from .engine.train import NonFiniteLossError
-    from .evaluation import ResultsFileError
-
-    return (
-        DatasetError,
-        CheckpointError,
-        NonFiniteLossError,
-        ResultsFileError,
-        FileNotFoundError,
-        ValueError,
-    )
+    """Errors that deserve one line. ``DatasetError`` and ``ResultsFileError`` are ``ValueError``s;
+    the torch-side errors are taken from their modules only if those are loaded, so this never
+    imports torch (``detect.py model=<.onnx>`` runs without it)."""
+    errors: list[type[BaseException]] = [FileNotFoundError, ValueError]
+    for module, name in (
+        ("detector.engine.checkpoint", "CheckpointError"),
+        ("detector.engine.train", "NonFiniteLossError"),
+    ):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            errors.append(getattr(loaded, name))
+    return tuple(errors)
 
 
 def friendly_errors(script: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
