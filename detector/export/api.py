@@ -220,11 +220,34 @@ def _onnx_runner(path: Path, options: ExportOptions) -> Runner:
     return OnnxRunner(path, threads=options.threads, raw_outputs=True)
 
 
+def _executorch_export(
+    model: SSD,
+    path: Path,
+    options: ExportOptions,
+    calibration: list[np.ndarray] | None,
+    fp32_path: Path | None,
+) -> dict[str, Any]:
+    from .executorch_format import export_executorch
+
+    return export_executorch(model, path, stage=options.stage, post=options.postprocess_settings())
+
+
+def _executorch_runner(path: Path, options: ExportOptions) -> Runner:
+    from .executorch_format import ExecuTorchRunner
+
+    return ExecuTorchRunner(path, stage=options.stage)
+
+
 BACKENDS: dict[str, _Backend] = {
     "onnx": _Backend(
         export=_onnx_export,
         runner=_onnx_runner,
         batch_size=lambda o: 4 if o.dynamic_batch else 1,
+    ),
+    "executorch": _Backend(
+        export=_executorch_export,
+        runner=_executorch_runner,
+        batch_size=lambda o: 1,
     ),
 }
 
