@@ -277,7 +277,7 @@ def fit(
         batch_index = start_batch
         start_batch = 0
         progress = writer.progress(
-            len(train_loader) - batch_index + 0, f"epoch {epoch + 1}/{trainer.epochs}"
+            len(train_loader) - batch_index, f"epoch {epoch + 1}/{trainer.epochs}"
         )
         t0, seen = time.perf_counter(), 0
         for batch in train_loader:
@@ -354,10 +354,7 @@ def fit(
         from .plots import plot_training_curves
 
         plot_training_curves(out_dir / "metrics.csv", out_dir)
-    result = {k: float(v) for k, v in best.items() if isinstance(v, (int, float))}
-    if not last_metrics and val_loader is None:
-        result = {}
-    return result
+    return {k: float(v) for k, v in best.items() if isinstance(v, (int, float))}
 
 
 def evaluate_model(
