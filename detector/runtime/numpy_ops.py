@@ -9,11 +9,21 @@ anchors scoring above ``score_thresh``, run greedy per-class NMS and keep the be
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["class_nms", "decode_deltas", "greedy_nms", "iou_matrix", "sigmoid", "softmax"]
+__all__ = [
+    "class_nms",
+    "decode_deltas",
+    "detections_from_outputs",
+    "greedy_nms",
+    "iou_matrix",
+    "scores_from_logits",
+    "sigmoid",
+    "softmax",
+]
 
 
 def decode_deltas(
@@ -143,3 +153,78 @@ def class_nms(
     lab = np.concatenate(all_labels)
     order = np.argsort(-s, kind="stable")[: int(max_detections)]
     return b[order], s[order], lab[order]
+
+
+def scores_from_logits(logits: np.ndarray, score_fn: str) -> np.ndarray:
+    if score_fn == "softmax":
+        return softmax(logits)
+    if score_fn == "sigmoid":
+        return sigmoid(logits)
+    raise ValueError(f"unknown score_fn {score_fn!r}")
+
+
+def detections_from_outputs(
+    outputs: Mapping[str, np.ndarray],
+    sidecar: Mapping[str, Any],
+    image_sizes: Sequence[tuple[int, int]],
+    post: Mapping[str, Any] | None = None,
+) -> list[dict[str, np.ndarray]]:
+    """Detections (pixel xyxy ``boxes``, ``scores``, ``labels`` in ``1..C``) for each image from
+    the named outputs of an exported graph, using only what its sidecar says.
+
+    Args:
+        outputs: graph outputs by name (``box_deltas``/``class_logits``, ``boxes``/``scores``, or
+            ``boxes``/``scores``/``labels``/``count``, as the sidecar's ``stage``).
+        sidecar: the parsed ``<name>.json``.
+        image_sizes: original ``(H, W)`` of each image.
+        post: post-processing settings overriding the sidecar's (``score_thresh``,
+            ``nms_thresh``, ``topk_candidates``, ``max_detections``); with an NMS graph they can
+            only tighten what the graph kept.
+    """
+    stage = sidecar["stage"]
+    overrides = dict(post or {})
+    post = {**sidecar["postprocess"], **overrides}
+    results = []
+    if stage == "nms":
+        for i, (h, w) in enumerate(image_sizes):
+            n = int(np.asarray(outputs["count"]).reshape(-1)[i])
+            scale = np.array([w, h, w, h], dtype=np.float32)
+            boxes = outputs["boxes"][i, :n].astype(np.float32) * scale
+            scores = outputs["scores"][i, :n].astype(np.float32)
+            labels = outputs["labels"][i, :n].astype(np.int64)
+            if overrides:  # the graph applied the sidecar's settings already
+                keep = np.flatnonzero(scores > post["score_thresh"])[: int(post["max_detections"])]
+                boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            results.append({"boxes": boxes, "scores": scores, "labels": labels})
+        return results
+    if stage == "raw":
+        dec = sidecar["decode"]
+        coder = dec["box_coder"]
+        boxes = decode_deltas(
+            outputs["box_deltas"],
+            np.asarray(dec["anchors"], np.float32),
+            coder["weights"],
+            coder["scale_clamp"],
+        )
+        scores = scores_from_logits(outputs["class_logits"], sidecar["scores"]["score_fn"])
+    elif stage == "decoded":
+        boxes, scores = outputs["boxes"], outputs["scores"]
+    else:
+        raise ValueError(f"unknown stage {stage!r}")
+    background = sidecar["scores"].get("background_index", 0)
+    keep_cols = [c for c in range(scores.shape[-1]) if c != background]
+    for i, (h, w) in enumerate(image_sizes):
+        scale = np.array([w, h, w, h], dtype=np.float32)
+        b = boxes[i].astype(np.float32) * scale
+        if post.get("clip_boxes", True):
+            b = np.clip(b, 0, scale)
+        db, ds, dl = class_nms(
+            b,
+            scores[i][:, keep_cols],
+            score_thresh=post["score_thresh"],
+            nms_thresh=post["nms_thresh"],
+            topk_candidates=post["topk_candidates"],
+            max_detections=post["max_detections"],
+        )
+        results.append({"boxes": db, "scores": ds, "labels": dl})
+    return results

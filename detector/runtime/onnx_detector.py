@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .numpy_ops import class_nms, decode_deltas, sigmoid, softmax
+from .numpy_ops import detections_from_outputs
 
 __all__ = ["Detector", "preprocess_image", "read_sidecar_file"]
 
@@ -167,51 +167,16 @@ class Detector:
         if image_rgb.dtype != np.uint8:
             image_rgb = np.clip(image_rgb, 0, 255).astype(np.uint8)
         height, width = image_rgb.shape[:2]
-        outputs = self.run_raw(image_rgb)
-        scale = np.array([width, height, width, height], dtype=np.float32)
-        post = self.sidecar["postprocess"]
-        if self.stage == "nms":
-            n = int(np.asarray(outputs["count"]).reshape(-1)[0])
-            boxes = outputs["boxes"][0, :n].astype(np.float32) * scale
-            scores = outputs["scores"][0, :n].astype(np.float32)
-            labels = outputs["labels"][0, :n].astype(np.int64)
-            keep = np.flatnonzero(scores > self.score_thresh)[: self.max_detections]
-            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        else:
-            if self.stage == "raw":
-                dec = self.sidecar["decode"]
-                coder = dec["box_coder"]
-                norm_boxes = decode_deltas(
-                    outputs["box_deltas"][0],
-                    np.asarray(dec["anchors"], dtype=np.float32),
-                    coder["weights"],
-                    coder["scale_clamp"],
-                )
-                score_fn = self.sidecar["scores"]["score_fn"]
-                if score_fn == "softmax":
-                    all_scores = softmax(outputs["class_logits"][0])
-                elif score_fn == "sigmoid":
-                    all_scores = sigmoid(outputs["class_logits"][0])
-                else:
-                    raise ValueError(f"sidecar: unknown score_fn {score_fn!r}")
-            elif self.stage == "decoded":
-                norm_boxes = outputs["boxes"][0].astype(np.float32)
-                all_scores = outputs["scores"][0].astype(np.float32)
-            else:
-                raise ValueError(f"sidecar: unknown stage {self.stage!r}")
-            background = int(self.sidecar["scores"].get("background_index", 0))
-            cols = [c for c in range(all_scores.shape[-1]) if c != background]
-            pix = norm_boxes * scale
-            if post.get("clip_boxes", True):
-                pix = np.clip(pix, 0, scale)
-            boxes, scores, labels = class_nms(
-                pix,
-                all_scores[:, cols],
-                score_thresh=self.score_thresh,
-                nms_thresh=self.nms_thresh,
-                topk_candidates=self.topk_candidates,
-                max_detections=self.max_detections,
-            )
+        settings = {
+            "score_thresh": self.score_thresh,
+            "nms_thresh": self.nms_thresh,
+            "topk_candidates": self.topk_candidates,
+            "max_detections": self.max_detections,
+        }
+        det = detections_from_outputs(
+            self.run_raw(image_rgb), self.sidecar, [(height, width)], post=settings
+        )[0]
+        boxes, scores, labels = det["boxes"], det["scores"], det["labels"]
         names = [self.name_of(int(lab)) for lab in labels]
         return {"boxes": boxes, "scores": scores, "labels": labels, "class_names": names}
 
