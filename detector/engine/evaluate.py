@@ -13,9 +13,9 @@ from ..config import PostprocessSchema
 from ..postprocess import postprocess_detections
 
 __all__ = [
-    "build_evaluator",
     "evaluate_checkpoint",
     "evaluate_detections_file",
+    "evaluator_for",
     "run_inference",
 ]
 
@@ -62,30 +62,23 @@ def run_inference(
     return image_ids, predictions
 
 
-def build_evaluator(dataset, kind: str, **options: Any):
-    """The evaluator for ``dataset``: ``coco`` (pycocotools protocol), ``voc07`` or ``voc``.
+def evaluator_for(dataset, kind: str, **options: Any):
+    """The evaluator of ``kind`` (``coco``, ``voc07`` or ``voc``) for ``dataset``.
 
-    COCO-JSON datasets are evaluated against their original annotation file (so the numbers are
-    those pycocotools gives for that file); other datasets through their ``records()``.
+    COCO-JSON datasets are scored against their original annotation file (so the numbers are
+    those pycocotools gives for that file); other datasets through their ``records()``. The
+    evaluator itself comes from :func:`detector.evaluation.build_evaluator`.
     """
-    classes = list(dataset.classes)
-    if kind == "coco":
-        from ..evaluation.coco import CocoEvaluator
+    from ..evaluation import build_evaluator
 
-        ann_file = getattr(dataset, "ann_file", None)
-        if ann_file is not None and getattr(dataset, "label_to_category_id", None) is not None:
-            return CocoEvaluator(
-                classes,
-                ann_file=ann_file,
-                label_to_category_id=dataset.label_to_category_id,
-                **options,
-            )
-        return CocoEvaluator(classes, records=dataset.records(), **options)
-    if kind in ("voc07", "voc"):
-        from ..evaluation.voc import VOCEvaluator
-
-        return VOCEvaluator(classes, dataset.records(), metric=kind, **options)
-    raise ValueError(f"unknown evaluator {kind!r}; choose coco, voc07 or voc")
+    ground_truth: dict[str, Any]
+    ann_file = getattr(dataset, "ann_file", None)
+    label_to_category_id = getattr(dataset, "label_to_category_id", None)
+    if kind == "coco" and ann_file is not None and label_to_category_id is not None:
+        ground_truth = {"ann_file": ann_file, "label_to_category_id": label_to_category_id}
+    else:
+        ground_truth = {"records": dataset.records()}
+    return build_evaluator(kind, class_names=list(dataset.classes), **ground_truth, **options)
 
 
 def evaluate_checkpoint(spec, out_dir: str | Path) -> dict[str, Any]:
@@ -126,7 +119,7 @@ def evaluate_checkpoint(spec, out_dir: str | Path) -> dict[str, Any]:
     )
     model.to(device)
     image_ids, predictions = run_inference(model, loader, spec.postprocess, device, progress=True)
-    evaluator = build_evaluator(dataset, spec.metric or spec.dataset.eval, **_backend(spec))
+    evaluator = evaluator_for(dataset, spec.metric or spec.dataset.eval, **_backend(spec))
     evaluator.process(image_ids, predictions)
     metrics = evaluator.evaluate()
     metrics["checkpoint"] = str(spec.checkpoint)

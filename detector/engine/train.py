@@ -38,7 +38,7 @@ from .checkpoint import (
 )
 from .data import build_datasets, make_train_loader, make_val_loader
 from .distributed import DistInfo, all_gather_objects, barrier, init_distributed, reduce_mean
-from .evaluate import build_evaluator, run_inference
+from .evaluate import evaluator_for, run_inference
 from .optim import build_optimizer, build_scheduler
 
 __all__ = ["NonFiniteLossError", "fit", "resolve_device"]
@@ -365,7 +365,7 @@ def evaluate_model(
     gathered = all_gather_objects((image_ids, predictions), info)
     if not info.is_main:
         return {}
-    evaluator = build_evaluator(dataset, spec.dataset.eval)
+    evaluator = evaluator_for(dataset, spec.dataset.eval)
     seen = set()
     for ids, preds in gathered:
         keep = [i for i, image_id in enumerate(ids) if image_id not in seen]
