@@ -54,6 +54,8 @@ class HeadSchema:
     kernel_size: int = 1
     extra_depths: List[int] = field(default_factory=lambda: [512, 256, 256, 128])
     extra_min_depth: int = 16
+    # backbone layers feeding the first feature maps (TF Conv2d_i numbers): 11, 13 = strides 16, 32
+    source_layers: List[int] = field(default_factory=lambda: [11, 13])
     score_fn: str = "softmax"  # "softmax" | "sigmoid"
     loss: str = "softmax"  # "softmax" (hard negative mining) | "focal"
     neg_pos_ratio: float = 3.0
@@ -298,4 +300,5 @@ def model_config_from(spec: TrainSchema, num_classes: int) -> ModelConfig:
         mean=tuple(spec.mean),
         std=tuple(spec.std),
         score_fn=head.score_fn,
+        source_layers=tuple(head.source_layers),
     )

@@ -39,8 +39,12 @@ class ModelConfig:
         anchors: resolved anchor settings (see :mod:`detector.anchors`).
         activation: ``"relu6"`` or ``"relu"``.
         padding: ``"torch"`` or ``"tf"`` (TF ``"SAME"``).
-        extra_depths: channels of the four extra layers before ``alpha`` scaling.
+        extra_depths: channels of the extra layers before ``alpha`` scaling (one feature map
+            each; four in the TF config).
         extra_min_depth: channel floor of the extra layers.
+        source_layers: backbone layers (TF ``Conv2d_i`` numbers, 0 = stem, 1..13 = blocks) whose
+            outputs are the first feature maps; ``(11, 13)`` (strides 16 and 32) as in the TF
+            config, ``(5, 11, 13)`` adds the stride-8 map for small objects such as faces.
         mean, std: input normalisation (applied inside the model to ``[0, 1]`` RGB).
         score_fn: ``"softmax"`` or ``"sigmoid"``.
     """
@@ -59,10 +63,21 @@ class ModelConfig:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     score_fn: str = "softmax"
+    source_layers: tuple[int, ...] = (11, 13)
 
     def __post_init__(self) -> None:
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
         self.extra_depths = tuple(int(d) for d in self.extra_depths)
+        self.source_layers = tuple(int(i) for i in self.source_layers)
+        if (
+            not self.source_layers
+            or list(self.source_layers) != sorted(set(self.source_layers))
+            or not 0 <= self.source_layers[0] <= self.source_layers[-1] <= 13
+        ):
+            raise ValueError(
+                f"source_layers must be increasing backbone layer numbers in 0..13, "
+                f"got {self.source_layers}"
+            )
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
         if isinstance(self.anchors, str):
@@ -133,6 +148,7 @@ def build_ssd(config: ModelConfig) -> SSD:
         depthwise_extras=config.head == "ssdlite",
         activation=config.activation,
         padding=config.padding,
+        source_layers=config.source_layers,
     )
     # Feature-map shapes come from a dummy forward pass, never from the config.
     with torch.no_grad():
@@ -142,6 +158,14 @@ def build_ssd(config: ModelConfig) -> SSD:
         features.train(was_training)
     shapes = [(int(m.shape[-2]), int(m.shape[-1])) for m in maps]
     generator = build_anchor_generator(config.anchors)
+    expected = generator.settings.num_layers
+    if expected is not None and expected != len(shapes):
+        raise ValueError(
+            f"the anchor settings describe {expected} feature levels but the model has "
+            f"{len(shapes)} ({len(config.source_layers)} backbone layers {config.source_layers} "
+            f"+ {len(config.extra_depths)} extra layers); change head.source_layers or "
+            f"head.extra_depths to match"
+        )
     anchors = generator.generate(shapes, config.image_size)
     head = SSDHead(
         features.out_channels,
@@ -182,6 +206,7 @@ def ssd_mobilenet_v1(
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
     std: tuple[float, float, float] = (0.5, 0.5, 0.5),
     score_fn: str = "softmax",
+    source_layers: tuple[int, ...] = (11, 13),
 ) -> SSD:
     """SSD with a MobileNetV1 backbone, as the TF Object Detection API's ``ssd_mobilenet_v1``.
 
@@ -199,6 +224,8 @@ def ssd_mobilenet_v1(
         extra_min_depth: extra-layer channel floor (16 as in the TF config).
         mean, std: normalisation of the ``[0, 1]`` RGB input (0.5/0.5 = TF's ``x/127.5 - 1``).
         score_fn: ``"softmax"`` (SSD) or ``"sigmoid"`` (TF OD API models).
+        source_layers: backbone layers feeding the first feature maps (``(11, 13)`` as TF;
+            ``(5, 11, 13)`` adds stride 8). Levels = ``len(source_layers) + len(extra_depths)``.
 
     Returns:
         An :class:`SSD` whose ``forward`` gives ``(box_deltas [B, A, 4], class_logits
@@ -219,5 +246,6 @@ def ssd_mobilenet_v1(
         mean=tuple(mean),
         std=tuple(std),
         score_fn=score_fn,
+        source_layers=tuple(source_layers),
     )
     return build_ssd(config)
