@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from detector import fastjson
 from detector.data.base import (
     DatasetError,
     DetectionDataset,
@@ -49,8 +50,7 @@ def load_coco_json(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        with path.open("rb") as fh:
-            data = json.load(fh)
+        data = fastjson.load_file(path)
     except FileNotFoundError:
         raise DatasetError(f"{path}: annotation file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -12,7 +12,6 @@ faster-coco-eval's C++ kernel (see :mod:`detector.evaluation.coco_engine`).
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from detector import fastjson
 from detector.evaluation.base import (
     Detections,
     EvaluationWarning,
@@ -182,8 +182,8 @@ class CocoEvaluator:
         self.strict = strict
         if ann_file is not None:
             self.gt_source = str(ann_file)
-            with open(ann_file, encoding="utf-8") as f, gc_paused():
-                gt = json.load(f)
+            with gc_paused():
+                gt = fastjson.load_file(ann_file)
             if not isinstance(gt, dict) or "images" not in gt or "categories" not in gt:
                 raise ValueError(f"{ann_file} is not a COCO instances file (images/categories)")
             gt.setdefault("annotations", [])

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from detector import fastjson
 from detector.evaluation.base import Detections, EvaluationWarning, ResultsFileError, gc_paused
 
 __all__ = [
@@ -56,7 +57,7 @@ def load_results_file(path: str | Path) -> list[Any]:
         )
     try:
         with gc_paused():
-            data = json.loads(text)
+            data = fastjson.loads(text)
     except json.JSONDecodeError as e:
         raise ResultsFileError(f"results file {path} is not valid JSON: {e}") from e
     if not isinstance(data, list):
