@@ -7,13 +7,21 @@ converts a TF Object Detection API ``ssd_mobilenet_v1`` TFLite model (float or q
 """
 
 from .common import folded_conv_bn_state, read_label_file, save_converted
-from .tflite_ssd import TFLiteConversion, convert_tflite, convert_tflite_file
+from .tflite_ssd import (
+    TFLiteConversion,
+    convert_tflite,
+    convert_tflite_file,
+    emulate_tflite_uint8,
+    tflite_anchors_xyxy,
+)
 
 __all__ = [
     "TFLiteConversion",
     "convert_tflite",
     "convert_tflite_file",
+    "emulate_tflite_uint8",
     "folded_conv_bn_state",
     "read_label_file",
     "save_converted",
+    "tflite_anchors_xyxy",
 ]

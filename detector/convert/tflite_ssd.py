@@ -451,3 +451,64 @@ def convert_tflite_file(
     }
     save_converted(result.model, result.classes, out, source)
     return {**result.report, "out": str(out), "classes": len(result.classes)}
+
+
+# ----------------------------------------------------------------------------- uint8 emulation
+
+
+def tflite_anchors_xyxy(graph: TFLiteGraph) -> torch.Tensor:
+    """The anchors stored in the file's ``TFLite_Detection_PostProcess`` operator.
+
+    Quantised models keep them as uint8 constants (step ``0.0065`` for the COCO model, up to
+    one input pixel off the exact anchors); the file's own detections were decoded with these.
+
+    Returns:
+        ``Tensor[A, 4]`` normalised xyxy, float32, in head-output order.
+
+    Raises:
+        ValueError: the graph has no post-processing operator with an anchors input.
+    """
+    post = [op for op in graph.ops if op.opcode == POSTPROCESS_OP]
+    if not post or len(post[0].inputs) < 3:
+        raise ValueError("the TFLite graph has no TFLite_Detection_PostProcess anchors input")
+    cy, cx, h, w = torch.from_numpy(graph.constant(post[0].inputs[2]).astype(np.float32)).T
+    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=1)
+
+
+def emulate_tflite_uint8(model: SSD, graph: TFLiteGraph) -> list[Any]:
+    """Make a converted model compute as the quantised TFLite file does (in place).
+
+    Every mapped layer's output is rounded to the file's uint8 grid (its output tensor's scale
+    and zero point, clamped to ``[0, 255]``), and the input normalisation becomes the quantised
+    input's ``(q - 128) / 128``. Weights are already the file's dequantised values, so the raw
+    outputs then agree with the TFLite interpreter to a few uint8 codes. This is for checking a
+    conversion against the file's own detections, or reproducing them exactly; for fine-tuning
+    and export use the plain float model.
+
+    Args:
+        model: the model returned by :func:`convert_tflite` for ``graph``.
+        graph: the parsed TFLite file (:func:`~detector.convert.tflite_reader.read_tflite`).
+
+    Returns:
+        The forward-hook handles; ``handle.remove()`` on each undoes the rounding (the
+        normalisation change stays).
+
+    Raises:
+        ValueError: the file is not quantised (a layer output without uint8 quantisation).
+    """
+    handles = []
+    for target, op in map_tflite_layers(graph).items():
+        out = graph.tensors[op.outputs[0]]
+        if out.scale.size != 1 or out.dtype != "uint8":
+            raise ValueError(
+                f"{target}: output tensor {out.name!r} is not per-tensor uint8 ({out.dtype})"
+            )
+        scale, zero = float(out.scale[0]), int(out.zero_point[0])
+
+        def hook(_m: nn.Module, _i: Any, y: torch.Tensor, s: float = scale, z: int = zero):
+            return (torch.clamp(torch.round(y / s) + z, 0, 255) - z) * s
+
+        handles.append(model.get_submodule(target).register_forward_hook(hook))
+    model.mean.fill_(128 / 255)
+    model.std.fill_(128 / 255)
+    return handles
