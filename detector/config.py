@@ -109,7 +109,11 @@ class DatasetSchema:
     val_list: Optional[str] = None
     val_ratio: float = 0.1
     # WIDER FACE
-    min_face_size: float = 0.0
+    min_face_size: float = 0.0  # faces with a shorter side below this (px) are ignored
+    max_blur: int = 2  # faces with a blur flag above this (0 clear, 1 normal, 2 heavy) are ignored
+    # official eval_tools ground_truth/ (wider_face_val.mat, wider_{easy,medium,hard}_val.mat):
+    # eval=widerface then gives easy/medium/hard AP; null: plain AP over the val records
+    eval_gt_dir: Optional[str] = None
     # synthetic
     num_train: int = 2000
     num_val: int = 200
@@ -118,7 +122,7 @@ class DatasetSchema:
     ann_file: Optional[str] = None
     # shared
     classes: Optional[List[str]] = None  # restrict / order classes (None = from the data)
-    eval: str = "coco"  # evaluator: coco | voc07 | voc
+    eval: str = "coco"  # evaluator: coco | voc07 | voc | widerface
 
 
 @dataclass
@@ -211,7 +215,7 @@ class EvalSchema:
     postprocess: PostprocessSchema = field(default_factory=PostprocessSchema)
     checkpoint: Optional[str] = None  # evaluate this model ...
     detections: Optional[str] = None  # ... or this COCO-format results file
-    metric: Optional[str] = None  # coco | voc07 | voc (default: dataset.eval)
+    metric: Optional[str] = None  # coco | voc07 | voc | widerface (default: dataset.eval)
     backend: str = "auto"  # COCO backend: auto | pycocotools | faster
     split: str = "val"
     batch_size: int = 32

@@ -2,8 +2,9 @@
 
 Each record of the ground-truth file is an image path, a face count and one line per face with
 ``x y w h blur expression illumination invalid occlusion pose`` (an image with no face still has
-one line of zeros). Faces flagged ``invalid`` and faces smaller than ``min_face_size`` are kept
-for evaluation as ``ignore`` and left out of training.
+one line of zeros). Faces flagged ``invalid``, faces smaller than ``min_face_size`` and faces
+blurrier than ``max_blur`` are kept for evaluation as ``ignore`` and left out of training; how many
+of each is in :attr:`WiderFace.num_filtered`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from detector.data.base import (
     DatasetError,
     DetectionDataset,
     ImageEntry,
+    IssueLog,
+    check_boxes,
     image_size_from_header,
     make_entry,
     missing_images_error,
@@ -89,8 +92,17 @@ class WiderFace(DetectionDataset):
             (or the same name directly in ``root``).
         image_dir: image tree; default ``root/WIDER_{split}/images``.
         min_face_size: faces whose shorter side is below this many pixels are ``ignore``.
-        keep_invalid: also train on faces flagged invalid (they stay ``ignore`` for evaluation).
+        max_blur: faces whose blur flag (0 clear, 1 normal, 2 heavy) is above this are
+            ``ignore`` (2 keeps all).
+        keep_invalid: also train on faces flagged invalid that pass the size and blur filters
+            (they stay ``ignore`` for evaluation).
+        eval_gt_dir: the official ``eval_tools`` ground-truth folder (``wider_face_val.mat`` and
+            the easy / medium / hard files); only stored, for the WIDER FACE evaluator.
         strict: raise on every repaired or skipped problem.
+
+    Attributes:
+        num_filtered: faces made ``ignore`` per reason (``invalid``, ``small``, ``blur``; a face
+            can have several), counted over the annotation file.
 
     Raises:
         DatasetError: missing or malformed ground truth, missing images, zero images.
@@ -105,6 +117,8 @@ class WiderFace(DetectionDataset):
         image_dir: str | Path | None = None,
         min_face_size: float = 0.0,
         keep_invalid: bool = False,
+        max_blur: int = 2,
+        eval_gt_dir: str | Path | None = None,
         strict: bool = False,
     ) -> None:
         root = Path(root)
@@ -120,6 +134,9 @@ class WiderFace(DetectionDataset):
             Path(image_dir) if image_dir is not None else root / f"WIDER_{split}" / "images"
         )
         self.min_face_size = float(min_face_size)
+        self.max_blur = int(max_blur)
+        self.eval_gt_dir = Path(eval_gt_dir) if eval_gt_dir is not None else None
+        self.num_filtered = {"invalid": 0, "small": 0, "blur": 0}
         self._init_issues(f"WIDER FACE {split}", strict)
 
         records = parse_wider_gt(self.ann_file)
@@ -134,6 +151,9 @@ class WiderFace(DetectionDataset):
             boxes = np.concatenate([faces[:, :2], faces[:, :2] + faces[:, 2:4]], axis=1)
             invalid = faces[:, 7] != 0
             small = np.minimum(faces[:, 2], faces[:, 3]) < self.min_face_size
+            blurred = faces[:, 4] > self.max_blur
+            for reason, mask in (("invalid", invalid), ("small", small), ("blur", blurred)):
+                self.num_filtered[reason] += int(mask.sum())
             entry = make_entry(
                 path,
                 rel,
@@ -141,7 +161,7 @@ class WiderFace(DetectionDataset):
                 height,
                 boxes,
                 np.ones(len(faces), dtype=np.int64),
-                invalid | small,
+                invalid | small | blurred,
                 source=f"{self.ann_file} ({rel})",
                 issues=self.issues,
                 file_name=rel,
@@ -149,6 +169,9 @@ class WiderFace(DetectionDataset):
             if keep_invalid:
                 eb = entry.boxes
                 big = np.minimum(eb[:, 2] - eb[:, 0], eb[:, 3] - eb[:, 1]) >= self.min_face_size
+                if blurred.any():  # the rows make_entry kept, to align the blur flags
+                    _, kept = check_boxes(boxes, width, height, source="", issues=IssueLog(""))
+                    big &= ~blurred[kept]
                 entry.train = entry.train | (entry.ignore & big)
             entries.append(entry)
         if missing:

@@ -172,7 +172,12 @@ def dataset_options(cfg: DatasetSchema, split: str) -> dict[str, Any]:
             options["split_file"] = split_file
         return options
     if kind == "widerface":
-        return {"root": cfg.root, "min_face_size": cfg.min_face_size}
+        return {
+            "root": cfg.root,
+            "min_face_size": cfg.min_face_size,
+            "max_blur": cfg.max_blur,
+            "eval_gt_dir": None if train else cfg.eval_gt_dir,
+        }
     raise ValueError(
         f"unknown dataset.kind {kind!r}; choose synthetic, coco, voc, folder or widerface"
     )
