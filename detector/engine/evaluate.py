@@ -63,10 +63,11 @@ def run_inference(
 
 
 def evaluator_for(dataset, kind: str, **options: Any):
-    """The evaluator of ``kind`` (``coco``, ``voc07`` or ``voc``) for ``dataset``.
+    """The evaluator of ``kind`` (``coco``, ``voc07``, ``voc`` or ``widerface``) for ``dataset``.
 
     COCO-JSON datasets are scored against their original annotation file (so the numbers are
-    those pycocotools gives for that file); other datasets through their ``records()``. The
+    those pycocotools gives for that file); other datasets through their ``records()``. WIDER FACE
+    takes the official subset files from the dataset's ``eval_gt_dir`` when it has one. The
     evaluator itself comes from :func:`detector.evaluation.build_evaluator`.
     """
     from ..evaluation import build_evaluator
@@ -78,6 +79,9 @@ def evaluator_for(dataset, kind: str, **options: Any):
         ground_truth = {"ann_file": ann_file, "label_to_category_id": label_to_category_id}
     else:
         ground_truth = {"records": dataset.records()}
+    if kind == "widerface":
+        options.setdefault("gt_dir", getattr(dataset, "eval_gt_dir", None))
+        options.setdefault("source", str(ann_file) if ann_file is not None else None)
     return build_evaluator(kind, class_names=list(dataset.classes), **ground_truth, **options)
 
 
@@ -135,6 +139,16 @@ def evaluate_detections_file(spec, out_dir: str | Path) -> dict[str, Any]:
 
     kind = spec.metric or spec.dataset.eval
     ann_file = spec.dataset.ann_file
+    if kind == "widerface":  # the official .mat files need no dataset; plain AP its records
+        from ..evaluation import build_evaluator
+
+        if spec.dataset.eval_gt_dir is not None:
+            evaluator = build_evaluator(kind, gt_dir=spec.dataset.eval_gt_dir)
+        else:
+            options = dataset_options(spec.dataset, "val")
+            dataset = build_dataset(spec.dataset.kind, split_name(spec.dataset, "val"), **options)
+            evaluator = evaluator_for(dataset, kind)
+        return evaluator.evaluate_results_file(spec.detections, out_dir=out_dir)
     if kind == "coco" and ann_file is not None:
         return evaluate_results_file(
             spec.detections, ann_file=ann_file, kind="coco", backend=spec.backend, out_dir=out_dir

@@ -30,6 +30,7 @@ from detector.evaluation.results import (
     write_results_file,
 )
 from detector.evaluation.voc import VOCEvaluator, voc_ap
+from detector.evaluation.widerface import WiderFaceEvaluator, WiderGroundTruthError
 
 __all__ = [
     "COCO_PROTOCOL",
@@ -40,6 +41,8 @@ __all__ = [
     "Evaluator",
     "ResultsFileError",
     "VOCEvaluator",
+    "WiderFaceEvaluator",
+    "WiderGroundTruthError",
     "build_evaluator",
     "coco_gt_from_records",
     "detections_from_results",
@@ -61,10 +64,12 @@ def build_evaluator(kind: str, **kwargs: Any) -> Evaluator:
 
     Args:
         kind: ``"coco"``; ``"voc"`` (VOC2010+ all-point AP unless ``metric`` says otherwise)
-            or ``"voc07"`` (VOC2007 11-point AP).
+            or ``"voc07"`` (VOC2007 11-point AP); ``"widerface"`` (WIDER FACE easy / medium /
+            hard AP by the official protocol with ``gt_dir``, plain AP without).
         **kwargs: the evaluator's arguments: ``class_names`` plus ``ann_file`` /
             ``label_to_category_id`` / ``records`` / ``backend`` for COCO, ``records`` /
-            ``metric`` / ``iou_threshold`` / ``use_07_plus_one`` for VOC. Arguments that are
+            ``metric`` / ``iou_threshold`` / ``use_07_plus_one`` for VOC, ``records`` /
+            ``gt_dir`` / ``source`` for WIDER FACE. Arguments that are
             ``None`` are left out, so a caller can pass the same set for every kind.
 
     Returns:
@@ -84,4 +89,8 @@ def build_evaluator(kind: str, **kwargs: Any) -> Evaluator:
         class_names = kwargs.pop("class_names")
         records = kwargs.pop("records")
         return VOCEvaluator(class_names, records, **kwargs)
-    raise ValueError(f"unknown evaluator kind {kind!r}; choose coco, voc or voc07")
+    if kind == "widerface":
+        for key in ("ann_file", "label_to_category_id", "backend", "metric"):
+            kwargs.pop(key, None)
+        return WiderFaceEvaluator(kwargs.pop("class_names", ("face",)), **kwargs)
+    raise ValueError(f"unknown evaluator kind {kind!r}; choose coco, voc, voc07 or widerface")
