@@ -46,7 +46,8 @@ class DetectSchema:
 
     Attributes:
         checkpoint: training checkpoint (PyTorch backend); exclusive with ``model``.
-        model: exported ``.onnx`` with its sidecar ``.json`` next to it (torch-free backend).
+        model: exported ``.onnx`` or ``.tflite`` with its sidecar ``.json`` next to it
+            (torch-free backend).
         source: image file, image folder, video file, or a camera index such as ``0``.
         score_thresh: detections shown and saved must score strictly above this.
         nms_thresh: IoU threshold of the per-class NMS.
@@ -125,9 +126,10 @@ def _torch_predictor(spec: DetectSchema) -> tuple[Predictor, list[str]]:
 
 
 def _onnx_predictor(spec: DetectSchema) -> tuple[Predictor, list[str]]:
-    from .runtime import Detector
+    """An exported model (``.onnx``, ``.tflite``) in its torch-free runtime."""
+    from .runtime import load_detector
 
-    det = Detector.load(
+    det = load_detector(
         spec.model,
         score_thresh=spec.score_thresh,
         nms_thresh=spec.nms_thresh,
@@ -159,7 +161,9 @@ def load_predictor(spec: DetectSchema) -> tuple[Predictor, list[str]]:
         FileNotFoundError: the model file is missing.
     """
     if (spec.checkpoint is None) == (spec.model is None):
-        raise ValueError("give exactly one of checkpoint=<.pt> or model=<exported .onnx>")
+        raise ValueError(
+            "give exactly one of checkpoint=<.pt> or model=<exported .onnx or .tflite>"
+        )
     if spec.image_size is not None and (
         len(spec.image_size) != 2 or min(int(v) for v in spec.image_size) < 32
     ):
@@ -172,8 +176,8 @@ def load_predictor(spec: DetectSchema) -> tuple[Predictor, list[str]]:
         if not Path(spec.checkpoint).is_file():
             raise FileNotFoundError(f"checkpoint={spec.checkpoint}: file not found")
         return _torch_predictor(spec)
-    if Path(spec.model).suffix.lower() != ".onnx":
-        raise ValueError(f"model={spec.model}: expected an exported .onnx file")
+    if Path(spec.model).suffix.lower() not in (".onnx", ".tflite"):
+        raise ValueError(f"model={spec.model}: expected an exported .onnx or .tflite file")
     return _onnx_predictor(spec)
 
 

@@ -185,5 +185,6 @@ def test_cli_model_and_checkpoint_are_exclusive(setup, tmp_path) -> None:
     proc = _run(f"source={setup['images']}", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
-        "detect.py: error: give exactly one of checkpoint=<.pt> or model=<exported .onnx>"
+        "detect.py: error: give exactly one of checkpoint=<.pt> or "
+        "model=<exported .onnx or .tflite>"
     )

@@ -263,7 +263,6 @@ def test_export_fails_loudly_when_verification_fails(model, tmp_path, monkeypatc
         ({"format": "tflite", "dynamic_batch": True}, "does not support dynamic_batch=true"),
         ({"format": "executorch", "nms": True}, "does not support nms=true"),
         ({"format": "coreml"}, "not available yet"),
-        ({"format": "tflite"}, "not available yet"),
         ({"int8": True}, "needs calibration images"),
         ({"int8": True, "calibration": "/no/such/folder"}, "no such file or folder"),
     ],
@@ -332,8 +331,11 @@ def test_hydra_config_maps_to_options(tiny_checkpoint) -> None:
     with pytest.raises(Exception, match="nmss"):
         _compose([f"checkpoint={tiny_checkpoint}", "nmss=true"])  # typo fails at composition
     _, options, _ = options_from_hydra(_compose([f"checkpoint={tiny_checkpoint}", "format=tflite"]))
-    with pytest.raises(ExportError, match="not available yet"):
-        options.check()
+    assert options.format == "tflite" and options.per_channel
+    with pytest.raises(ExportError, match="does not support nms=true"):
+        options_from_hydra(
+            _compose([f"checkpoint={tiny_checkpoint}", "format=tflite", "nms=true"])
+        )[1].check()
 
 
 def test_export_py_writes_model_and_sidecar(tiny_checkpoint, tmp_path) -> None:

@@ -238,6 +238,32 @@ def _executorch_runner(path: Path, options: ExportOptions) -> Runner:
     return ExecuTorchRunner(path, stage=options.stage)
 
 
+def _tflite_export(
+    model: SSD,
+    path: Path,
+    options: ExportOptions,
+    calibration: list[np.ndarray] | None,
+    fp32_path: Path | None,
+) -> dict[str, Any]:
+    from .tflite_format import export_tflite
+
+    return export_tflite(
+        model,
+        path,
+        stage=options.stage,
+        post=options.postprocess_settings(),
+        calibration=calibration,
+        fp32_path=fp32_path,
+        per_channel=options.per_channel,
+    )
+
+
+def _tflite_runner(path: Path, options: ExportOptions) -> Runner:
+    from .tflite_format import TFLiteRunner
+
+    return TFLiteRunner(path, stage=options.stage, threads=options.threads)
+
+
 BACKENDS: dict[str, _Backend] = {
     "onnx": _Backend(
         export=_onnx_export,
@@ -247,6 +273,11 @@ BACKENDS: dict[str, _Backend] = {
     "executorch": _Backend(
         export=_executorch_export,
         runner=_executorch_runner,
+        batch_size=lambda o: 1,
+    ),
+    "tflite": _Backend(
+        export=_tflite_export,
+        runner=_tflite_runner,
         batch_size=lambda o: 1,
     ),
 }

@@ -85,10 +85,11 @@ FORMATS: dict[str, FormatCapabilities] = {
         nms=False,
         int8=True,
         dynamic_batch=False,
-        implemented=False,
-        requires=("litert_torch",),
-        install="pip install litert-torch",
-        notes="planned: litert-torch conversion of the raw/decoded graph",
+        implemented=True,
+        requires=("litert_torch", "ai_edge_litert"),
+        install="pip install 'detector[export]'  (litert-torch, ai-edge-litert)",
+        notes="litert-torch conversion (NCHW input, named outputs); int8 = PT2E static "
+        "quantization of the network; verified in the ai-edge-litert interpreter",
     ),
     "executorch": FormatCapabilities(
         name="executorch",
