@@ -121,9 +121,10 @@ def evaluate_checkpoint(spec, out_dir: str | Path) -> dict[str, Any]:
     loader = make_val_loader(
         dataset, model.image_size, spec.batch_size, spec.num_workers, DistInfo()
     )
+    # The evaluator first: bad ground truth (e.g. a missing subset file) fails before inference.
+    evaluator = evaluator_for(dataset, spec.metric or spec.dataset.eval, **_backend(spec))
     model.to(device)
     image_ids, predictions = run_inference(model, loader, spec.postprocess, device, progress=True)
-    evaluator = evaluator_for(dataset, spec.metric or spec.dataset.eval, **_backend(spec))
     evaluator.process(image_ids, predictions)
     metrics = evaluator.evaluate()
     metrics["checkpoint"] = str(spec.checkpoint)
