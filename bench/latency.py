@@ -133,14 +133,18 @@ def _tv_logits(model, image_t):
 
 
 # ----------------------------------------------------------------------------------- workers
-def _time(fn, warmup: int, iters: int) -> list[float]:
+def _time(fn, warmup: int, iters: int, post: list[float] | None = None) -> list[float]:
+    """Call ``fn`` ``iters`` times; ms per call. ``fn`` may return its decode + NMS seconds,
+    collected (in ms) into ``post``."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(iters):
         t0 = time.perf_counter()
-        fn()
+        post_s = fn()
         times.append((time.perf_counter() - t0) * 1000.0)
+        if post is not None and post_s is not None:
+            post.append(post_s * 1000.0)
     return times
 
 
@@ -168,6 +172,19 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
                 out = model([t])[0]
             dets.append(len(out["scores"]))
 
+    elif engine == "torchvision_network":
+        from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+
+        model = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=91)
+        model.load_state_dict(torch.load(spec["weights"], weights_only=True))
+        model.eval()
+
+        def run() -> None:  # transform + backbone + head; no decoding, no NMS
+            with torch.inference_mode():
+                t = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
+                batch, _ = model.transform([t])
+                model.head(list(model.backbone(batch.tensors).values()))
+
     elif engine in ("eager", "compile"):
         from detector.engine.checkpoint import load_detector
         from detector.export.images import preprocess
@@ -176,14 +193,17 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         model, _ = load_detector(spec["checkpoint"])
         net = torch.compile(model) if engine == "compile" else model
 
-        def run() -> None:
+        def run() -> float:
             with torch.inference_mode():
                 x = torch.from_numpy(preprocess([image], model.image_size))
                 deltas, logits = net(x)
+                t_post = time.perf_counter()
                 out = postprocess_detections(
                     deltas, logits, model.anchors, [(h0, w0)], score_fn=model.score_fn
                 )[0]
+                post_s = time.perf_counter() - t_post
             dets.append(len(out["scores"]))
+            return post_s
 
     elif engine in ("onnx_fp32", "onnx_int8"):
         from detector.export.images import preprocess
@@ -199,6 +219,37 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             _boxes = out["boxes"][0, :n] * scale
             dets.append(n)
 
+    elif engine in ("onnx_numpy", "executorch", "tflite"):
+        # A raw graph in its runtime, then the torch-free NumPy decode + NMS of detector.runtime
+        # (what a device without PyTorch runs).
+        from detector.export.images import preprocess
+        from detector.export.sidecar import read_sidecar
+        from detector.runtime.numpy_ops import detections_from_outputs
+
+        artifact = Path(spec["artifact"])
+        sidecar = read_sidecar(artifact.with_suffix(".json"))
+        size = tuple(spec["image_size"])
+        if engine == "onnx_numpy":
+            from detector.export.onnx_format import OnnxRunner
+
+            runner = OnnxRunner(artifact, threads=spec["threads"])
+        elif engine == "executorch":
+            from detector.export.executorch_format import ExecuTorchRunner
+
+            runner = ExecuTorchRunner(artifact, stage="raw")
+        else:
+            from detector.export.api import BACKENDS, ExportOptions
+
+            runner = BACKENDS["tflite"].runner(artifact, ExportOptions(format="tflite"))
+
+        def run() -> float:
+            out = runner(preprocess([image], size))
+            t_post = time.perf_counter()
+            det = detections_from_outputs(out, sidecar, [(h0, w0)])[0]
+            post_s = time.perf_counter() - t_post
+            dets.append(len(det["scores"]))
+            return post_s
+
     else:
         raise ValueError(f"unknown engine {engine}")
 
@@ -213,8 +264,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         if not cmd or cmd[0] == "quit":
             break
         dets.clear()
-        times = _time(run, 0, int(cmd[1]))
-        print(json.dumps({"times": times, "dets": float(np.mean(dets))}), flush=True)
+        post: list[float] = []
+        times = _time(run, 0, int(cmd[1]), post)
+        out = {"times": times, "post": post, "dets": float(np.mean(dets)) if dets else 0.0}
+        print(json.dumps(out), flush=True)
     return {}
 
 
@@ -228,6 +281,7 @@ class _Worker:
             cmd, env=env, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         self.blocks: list[list[float]] = []
+        self.post: list[float] = []
         self.dets = float("nan")
         self.error: str | None = None
         ready = self._read()
@@ -248,6 +302,7 @@ class _Worker:
         out = self._read()
         if out:
             self.blocks.append(out["times"])
+            self.post += out.get("post", [])
             self.dets = out["dets"]
 
     def close(self) -> None:
@@ -260,7 +315,9 @@ class _Worker:
         if self.error or not self.blocks:
             return {"error": [self.error or "no measurement"]}
         every = [t for b in self.blocks for t in b]
+        post_share = sum(self.post) / sum(every) if self.post else None
         return {
+            "post_share": post_share,
             "best": min(statistics.median(b) for b in self.blocks),
             "median": statistics.median(every),
             "p90": float(np.percentile(every, 90)),
@@ -276,7 +333,7 @@ def _prepare(args: argparse.Namespace, tmp: Path) -> tuple[list[dict], dict, dic
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
     from detector.engine.checkpoint import load_detector, save_checkpoint
-    from detector.export import ExportOptions, export_model
+    from detector.export import FORMATS, ExportOptions, export_model
     from detector.export.images import generated_images, preprocess
     from detector.models import ssd_mobilenet_v1
 
@@ -309,6 +366,7 @@ def _prepare(args: argparse.Namespace, tmp: Path) -> tuple[list[dict], dict, dic
     )
     torch.save(tv.state_dict(), tmp / "tv.pt")
     ref = {**common, "engine": "torchvision", "weights": str(tmp / "tv.pt")}
+    ref_net = {**common, "engine": "torchvision_network", "weights": str(tmp / "tv.pt")}
 
     rows: list[dict] = []
     models = []
@@ -362,16 +420,36 @@ def _prepare(args: argparse.Namespace, tmp: Path) -> tuple[list[dict], dict, dic
                 model, classes, tmp / key / precision, options, name=key, strict=False, log=None
             )
             onnx_files[precision] = str(result.model_path)
+        raw_files = {}
+        for engine, fmt in (
+            ("onnx_numpy", "onnx"),
+            ("executorch", "executorch"),
+            ("tflite", "tflite"),
+        ):
+            if engine not in args.engines:
+                continue
+            if not FORMATS[fmt].implemented or FORMATS[fmt].missing_modules():
+                info.setdefault("skipped", []).append(f"{engine} ({fmt} export not available)")
+                continue
+            options = ExportOptions(format=fmt, verify=False)
+            result = export_model(
+                model, classes, tmp / key / engine, options, name=key, strict=False, log=None
+            )
+            raw_files[engine] = str(result.model_path)
         size = list(model.image_size)
         for engine in args.engines:
             spec = {**common, "engine": engine, "label": label, "image_size": size}
             if engine in ("eager", "compile"):
                 spec["checkpoint"] = str(ckpt)
-            else:
+            elif engine in ("onnx_fp32", "onnx_int8"):
                 spec["onnx"] = onnx_files[engine.split("_")[1]]
+            elif engine in raw_files:
+                spec["artifact"] = raw_files[engine]
+            else:
+                continue
             rows.append(spec)
     info["calibration"] = calibration
-    return rows, ref, info
+    return rows, [ref, ref_net], info
 
 
 ENGINE_NAMES = {
@@ -379,6 +457,9 @@ ENGINE_NAMES = {
     "compile": "torch.compile (network)",
     "onnx_fp32": "ONNX Runtime fp32, NMS in graph",
     "onnx_int8": "ONNX Runtime int8 QDQ, NMS in graph",
+    "onnx_numpy": "ONNX Runtime fp32 + NumPy NMS",
+    "executorch": "ExecuTorch XNNPACK + NumPy NMS",
+    "tflite": "TFLite (LiteRT) + NumPy NMS",
 }
 
 
@@ -386,6 +467,8 @@ def _fmt(res: dict[str, Any], ref_ms: float | None) -> tuple[str, str]:
     if "error" in res:
         return ("error: " + " ".join(res["error"]))[:40], ""
     ms = f"{res['best']:.1f} ({res['median']:.1f})"
+    if res.get("post_share") is not None:
+        ms += f" {100 * res['post_share']:.0f}%"
     ratio = f"{res['best'] / ref_ms:.2f}x" if ref_ms else ""
     return ms, ratio
 
@@ -423,8 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="detector_bench_") as tmp_name:
         tmp = Path(tmp_name)
         print("preparing models and ONNX exports...", file=sys.stderr, flush=True)
-        rows, ref, info = _prepare(args, tmp)
-        specs = [ref, *rows]
+        rows, refs, info = _prepare(args, tmp)
+        specs = [*refs, *rows]
         workers: list[_Worker] = []
         try:
             for spec in specs:
@@ -440,8 +523,9 @@ def main(argv: list[str] | None = None) -> int:
                 w.close()
         ref_res = workers[0].result()
         ref_ms = ref_res.get("best")
+        net_res = workers[1].result()
         results = {
-            (spec["label"], spec["engine"]): w.result() for spec, w in zip(rows, workers[1:])
+            (spec["label"], spec["engine"]): w.result() for spec, w in zip(rows, workers[2:])
         }
 
     labels = list(dict.fromkeys(s["label"] for s in rows))
@@ -452,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         f"detections out. ms = median of the least-disturbed block of {args.iters} calls "
         f"(median of all {args.rounds * args.iters} calls); {args.rounds} rounds of blocks, rows "
         f"interleaved block by block, one process per row, {args.warmup} warm-up calls; "
-        "x ref = ms / reference ms."
+        "x ref = ms / reference ms; a trailing % is the share of decode + NMS in the call."
     )
     print(
         f"machine: {os.cpu_count()} CPUs, 1-min load average {load_start:.1f} at start, "
@@ -467,10 +551,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(header)
     print("-" * len(header))
-    for engine in args.engines:
+    engines = [e for e in args.engines if any((lab, e) in results for lab in labels)]
+    for engine in engines:
         line = f"{ENGINE_NAMES[engine]:<38}"
         for lab in labels:
-            ms, ratio = _fmt(results[(lab, engine)], ref_ms)
+            ms, ratio = _fmt(results.get((lab, engine), {"error": ["not run"]}), ref_ms)
             line += f"| {ms:<{col}}| {ratio:<7}"
         print(line)
     ref_text, _ = _fmt(ref_res, None)
@@ -478,13 +563,23 @@ def main(argv: list[str] | None = None) -> int:
     for _ in labels:
         line += f"| {ref_text:<{col}}| {'1.00x':<7}"
     print(line)
+    net_text, net_ratio = _fmt(net_res, ref_ms)
+    line = f"{'torchvision ssdlite320 network only':<38}"
+    for _ in labels:
+        line += f"| {net_text:<{col}}| {net_ratio:<7}"
+    print(line)
+    print()
+    _print_goals(results, labels, net_res.get("best"))
+    if info.get("skipped"):
+        print("skipped: " + ", ".join(info["skipped"]))
     print(
         "reference: torchvision ssdlite320_mobilenet_v3_large, eager, end to end (its own 320x320 "
         "resize and normalisation, score_thresh 0.001, top-k 300, NMS 0.55, 300 dets)"
     )
     loads = ", ".join(f"{k}: {v:.0f}" for k, v in info["loads"].items())
     dets = ", ".join(
-        f"{lab}: {results[(lab, args.engines[0])].get('dets', float('nan')):.0f}" for lab in labels
+        f"{lab}: {results.get((lab, engines[0]), {}).get('dets', float('nan')):.0f}"
+        for lab in labels
     )
     print(
         f"NMS load (candidates per image after threshold + per-class top-k): {loads}; "
@@ -502,6 +597,33 @@ def main(argv: list[str] | None = None) -> int:
         f"total bench time {time.perf_counter() - started:.0f} s"
     )
     return 0
+
+
+def _print_goals(results: dict, labels: list[str], net_ms: float | None) -> None:
+    """The issue's speed goals, as ratios of rows measured in this run."""
+
+    def best(lab: str, engine: str) -> float | None:
+        return results.get((lab, engine), {}).get("best")
+
+    for lab in labels:
+        parts = []
+        onnx = best(lab, "onnx_fp32") or best(lab, "onnx_numpy")
+        if onnx and net_ms:
+            parts.append(
+                f"ONNX fp32 end to end is {net_ms / onnx:.2f}x faster than torchvision "
+                "ssdlite320's network alone (goal >= 2x)"
+            )
+        int8, fp32 = best(lab, "onnx_int8"), best(lab, "onnx_fp32")
+        if int8 and fp32:
+            parts.append(f"int8 is {fp32 / int8:.2f}x faster than fp32 (goal >= 1.8x)")
+        shares = [
+            f"{ENGINE_NAMES[e]} {100 * results[(lab, e)]['post_share']:.0f}%"
+            for e in ENGINE_NAMES
+            if results.get((lab, e), {}).get("post_share") is not None
+        ]
+        if shares:
+            parts.append("decode + NMS share " + ", ".join(shares) + " (goal <= 20%)")
+        print(f"{lab}: " + "; ".join(parts))
 
 
 def _cpu_name() -> str:
