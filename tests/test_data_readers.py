@@ -312,9 +312,11 @@ def test_widerface_invalid_and_min_size(wider: Path) -> None:
     assert r["ignore"].tolist() == [False, False, True]  # invalid flag honoured
     assert len(ds[1].labels) == 0
     check_sample(ds[0], 1)
-    big = build_dataset("widerface", "val", root=wider, min_face_size=6)
+    with pytest.warns(DataWarning, match=r"1 flagged invalid, 1 smaller than 6 px, of 4 faces"):
+        big = build_dataset("widerface", "val", root=wider, min_face_size=6)
     assert big.num_boxes() == 4 and big.num_boxes(train_only=True) == 2
     assert big.records()[0]["ignore"].tolist() == [False, True, True]
+    assert big.num_filtered == {"invalid": 1, "small": 1, "blur": 0}
 
 
 # ------------------------------------------------------------------------------ raccoon (real)

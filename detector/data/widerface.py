@@ -9,12 +9,14 @@ of each is in :attr:`WiderFace.num_filtered`.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from detector.data.base import (
     DatasetError,
+    DataWarning,
     DetectionDataset,
     ImageEntry,
     IssueLog,
@@ -177,3 +179,22 @@ class WiderFace(DetectionDataset):
         if missing:
             raise missing_images_error(self.name, missing)
         self._finish(entries, ["face"])
+        total = sum(len(r[1]) for r in records)
+        if any(self.num_filtered.values()):
+            # On purpose, not a data problem (strict mode does not fail on it), but said once
+            # with the counts so nobody wonders where faces went.
+            parts = ", ".join(
+                f"{n} {label}"
+                for label, n in (
+                    ("flagged invalid", self.num_filtered["invalid"]),
+                    (f"smaller than {self.min_face_size:g} px", self.num_filtered["small"]),
+                    (f"blur above {self.max_blur}", self.num_filtered["blur"]),
+                )
+                if n
+            )
+            warnings.warn(
+                f"{self.name}: faces ignored (no loss, not counted in evaluation) as set by "
+                f"min_face_size / max_blur: {parts}, of {total} faces in {self.ann_file}",
+                DataWarning,
+                stacklevel=2,
+            )
