@@ -262,7 +262,8 @@ def test_export_fails_loudly_when_verification_fails(model, tmp_path, monkeypatc
         ({"format": "savedmodel"}, "unknown export format"),
         ({"format": "tflite", "dynamic_batch": True}, "does not support dynamic_batch=true"),
         ({"format": "executorch", "nms": True}, "does not support nms=true"),
-        ({"format": "coreml"}, "not available yet"),
+        ({"format": "coreml", "nms": True}, "does not support nms=true"),
+        ({"map_annotations": "/no/such.json"}, "no such file or folder"),
         ({"int8": True}, "needs calibration images"),
         ({"int8": True, "calibration": "/no/such/folder"}, "no such file or folder"),
     ],
@@ -390,3 +391,161 @@ def test_int8_export_reports_agreement(model, tmp_path) -> None:
     quant = result.sidecar["export"]["quantization"]
     assert quant["format"] == "QDQ" and quant["calibration"]["num_images"] == 8
     assert elapsed < 60, f"int8 export took {elapsed:.0f} s"
+
+
+# --------------------------------------------------------------------- int8 accuracy (mAP)
+class _Oracle(torch.nn.Module):
+    """Raw outputs that decode to the ground truth of a dataset's images, taken in dataset order
+    (one image per call): for every box the best-overlapping free anchor gets the box's exact
+    deltas and a confident logit for its class; ``shift`` moves every box right by that fraction
+    of its width (a worse detector with known damage)."""
+
+    def __init__(self, model, records, *, shift: float = 0.0) -> None:
+        super().__init__()
+        from detector.box_ops import BoxCoder
+
+        self.anchors, self.score_fn = model.anchors, "softmax"
+        self.num_classes, self.coder = model.num_classes, BoxCoder()
+        self.records, self.shift, self.calls = list(records), shift, 0
+
+    def forward(self, images: torch.Tensor):
+        from torchvision.ops import box_iou
+
+        rec = self.records[self.calls]
+        self.calls += 1
+        a = self.anchors.shape[0]
+        deltas = torch.zeros(1, a, 4)
+        logits = torch.zeros(1, a, self.num_classes + 1)
+        logits[0, :, 0] = 8.0
+        scale = torch.tensor([rec["width"], rec["height"]] * 2, dtype=torch.float32)
+        boxes = torch.as_tensor(rec["boxes"], dtype=torch.float32) / scale
+        boxes[:, [0, 2]] += self.shift * (boxes[:, 2] - boxes[:, 0]).unsqueeze(1)
+        ious = box_iou(boxes, self.anchors) if len(boxes) else torch.zeros(0, a)
+        for i, label in enumerate(torch.as_tensor(rec["labels"]).tolist()):
+            j = int(ious[i].argmax())
+            ious[:, j] = -1.0
+            deltas[0, j] = self.coder.encode(boxes[i : i + 1], self.anchors[j : j + 1])[0]
+            logits[0, j, 0], logits[0, j, label] = 0.0, 8.0
+        return deltas, logits
+
+
+@pytest.fixture(scope="module")
+def small_val(tmp_path_factory):
+    """A 12-image synthetic validation split with the tiny model's classes."""
+    from detector.data.synthetic import generate_synthetic
+
+    root = tmp_path_factory.mktemp("synth")
+    info = generate_synthetic(
+        root, num_train=1, num_val=12, seed=3, classes=tuple(CLASSES), image_size=(96, 160)
+    )
+    return info["splits"]["val"]
+
+
+def test_compare_map_matches_pycocotools(model, small_val, tmp_path) -> None:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from detector.export.accuracy import compare_map, load_eval_dataset
+    from detector.export.sidecar import build_sidecar
+
+    dataset = load_eval_dataset(small_val["ann_file"])
+    records = dataset.records()
+    sidecar = build_sidecar(
+        model,
+        CLASSES,
+        file="x",
+        format="onnx",
+        stage="raw",
+        postprocess={**POST, "clip_boxes": True},
+    )
+    artifact = _Oracle(model, records, shift=0.2)
+    seen: list[dict[str, np.ndarray]] = []
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        deltas, logits = artifact(torch.from_numpy(x))
+        out = {"box_deltas": deltas.numpy(), "class_logits": logits.numpy()}
+        rec = records[artifact.calls - 1]
+        seen.extend(detections_from_outputs(out, sidecar, [(rec["height"], rec["width"])]))
+        return out
+
+    result = compare_map(run, sidecar, _Oracle(model, records), dataset, source="val", max_drop=1.5)
+    assert result.num_images == 12 and result.num_boxes == sum(len(r["labels"]) for r in records)
+    assert result.reference["mAP"] > 0.95  # the oracle is the ground truth
+    assert result.artifact["mAP"] < result.reference["mAP"] - 0.1  # shifted boxes
+    for k in ("mAP", "mAP50"):
+        want = 100 * (result.artifact[k] - result.reference[k])
+        assert result.change_points[k] == pytest.approx(want, abs=1e-3)
+    assert not result.passed and "COCO mAP drops by" in result.failures[0]
+
+    gt = COCO(str(small_val["ann_file"]))
+    dets = [
+        {"image_id": int(r["image_id"]), "category_id": int(lab), "score": float(s),
+         "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]}
+        for r, d in zip(records, seen)
+        for b, s, lab in zip(d["boxes"], d["scores"], d["labels"])
+    ]  # fmt: skip
+    ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert result.artifact["mAP"] == pytest.approx(ev.stats[0], abs=1e-6)
+    assert result.artifact["mAP50"] == pytest.approx(ev.stats[1], abs=1e-6)
+
+
+def test_int8_export_reports_map_change(model, small_val, tmp_path) -> None:
+    options = ExportOptions(
+        int8=True, calibration="synthetic", num_calibration_images=4,
+        verify_images=str(small_val["image_dir"]), num_verify_images=4,
+        int8_max_map_drop=100.0, quant_exclude=("first_conv",), **POST,
+    )  # fmt: skip
+    lines: list[str] = []
+    result = export_model(model, CLASSES, tmp_path, options, name="q", log=lines.append)
+    fp32, int8 = result.verdicts
+    assert fp32.map_change is None and int8.map_change is not None
+    change = int8.map_change
+    assert change["num_images"] == 12 and change["source"].endswith("annotations.json")
+    assert set(change["change_points"]) == {"mAP", "mAP50"}
+    assert change["max_drop"] == 100.0 and change["passed"]
+    stored = read_sidecar(result.sidecar_path)["verification"][1]["map_change"]
+    assert stored["change_points"] == change["change_points"]
+    assert any("COCO accuracy (PyTorch fp32 -> int8 artifact" in line for line in lines)
+    quant = result.sidecar["export"]["quantization"]
+    assert quant["exclude"] == ["first_conv"] and quant["format"] == "QDQ"
+
+
+def test_quantization_options_shape_the_graph(model) -> None:
+    import onnx
+
+    from detector.export.onnx_format import (
+        RAW_NAMES,
+        excluded_nodes,
+        export_graph,
+        quantize_onnx,
+    )
+    from detector.export.wrapper import fold_batchnorm
+
+    net, _ = export_graph(
+        fold_batchnorm(_tiny_model()), (torch.rand(1, 3, *SIZE),), ["images"], list(RAW_NAMES)
+    )
+    convs = [n.name for n in net.graph.node if n.op_type == "Conv"]
+    assert excluded_nodes(net, ["first_conv"]) == [convs[0]]
+    predictors = excluded_nodes(net, ["predictors"])
+    outputs = excluded_nodes(net, ["outputs"])
+    assert len(set(predictors) & set(convs)) == 12  # 6 levels x (box, class)
+    assert not set(outputs) & set(convs) and set(outputs) < set(predictors)
+    with pytest.raises(ExportError, match="neither a group"):
+        excluded_nodes(net, ["no_such_node"])
+
+    calibration = [preprocess([im], SIZE) for im in generated_images(2, seed=1)]
+    q = quantize_onnx(net, calibration, exclude=["first_conv"])
+    first = next(n for n in q.graph.node if n.op_type == "Conv")
+    producers = {o: n.op_type for n in q.graph.node for o in n.output}
+    assert first.name == convs[0] and producers.get(first.input[1]) is None  # float weight
+    later = [n for n in q.graph.node if n.op_type == "Conv"][1]
+    assert producers[later.input[1]] == "DequantizeLinear"
+    qop = quantize_onnx(net, calibration, quant_format="qoperator")
+    ops = {n.op_type for n in qop.graph.node}
+    assert "QLinearConv" in ops and "Conv" not in ops
+    with pytest.raises(ExportError, match="unknown quant_format"):
+        quantize_onnx(net, calibration, quant_format="qdqx")
+    assert isinstance(q, onnx.ModelProto)

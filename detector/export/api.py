@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..models import SSD, ModelConfig, build_ssd
+from .accuracy import compare_map, find_annotations, load_eval_dataset
 from .formats import ExportError, FormatCapabilities, check_request
 from .images import generated_images, image_batches, list_images, read_rgb
 from .sidecar import build_sidecar, write_sidecar
@@ -62,12 +63,24 @@ class ExportOptions:
         opset, exporter: ONNX opset and exporter (``auto``/``dynamo``/``torchscript``).
         per_channel, activation_type, weight_type, calibrate_method, quant_op_types: int8
             quantization settings (ONNX Runtime).
+        quant_format, quant_exclude, activation_symmetric: ONNX int8: ``"qdq"`` or
+            ``"qoperator"``; node groups kept float (``first_conv``, ``predictors``,
+            ``outputs``, or node names, see :func:`detector.export.onnx_format.excluded_nodes`);
+            symmetric activation ranges.
+        compute_precision: Core ML program precision (``float32`` or ``float16``).
         verify: run the built-in verification.
         verify_images: images for verification (None: calibration images not used for
             calibration, else generated images).
         num_verify_images: images used for verification.
         min_agreement: fp32 exports fail below this fraction of matched detections.
         int8_min_agreement: int8 exports fail below this (None: report only).
+        map_annotations: ground truth for the int8 accuracy check: a COCO annotation file or a
+            folder with ``annotations.json`` (None: the one next to ``verify_images`` if any,
+            e.g. ``data_cache/synthetic/val/images``). Int8 exports then report the COCO mAP of
+            the fp32 PyTorch model and of the int8 artifact on those images, and the change.
+        num_map_images: images of ``map_annotations`` evaluated (0: all).
+        int8_max_map_drop: int8 exports fail when COCO mAP drops by more than this many
+            points (None: report only).
         raw_tolerance: fp32 exports fail when raw outputs differ by more than this times
             ``max(1, max |output|)``.
         match_score, match_iou: detections compared (score >= match_score) and the IoU a match
@@ -96,11 +109,18 @@ class ExportOptions:
     weight_type: str = "int8"
     calibrate_method: str = "minmax"
     quant_op_types: tuple[str, ...] | None = None
+    quant_format: str = "qdq"
+    quant_exclude: tuple[str, ...] = ()
+    activation_symmetric: bool = False
+    compute_precision: str = "float32"
     verify: bool = True
     verify_images: str | None = None
     num_verify_images: int = 8
     min_agreement: float = 0.99
     int8_min_agreement: float | None = None
+    map_annotations: str | None = None
+    num_map_images: int = 0
+    int8_max_map_drop: float | None = None
     raw_tolerance: float = 1e-3
     match_score: float = 0.3
     match_iou: float = 0.9
@@ -148,6 +168,10 @@ class ExportOptions:
             and not Path(self.verify_images).exists()
         ):
             raise ExportError(f"verify_images={self.verify_images}: no such file or folder")
+        if self.map_annotations not in (None, "") and not Path(self.map_annotations).exists():
+            raise ExportError(f"map_annotations={self.map_annotations}: no such file or folder")
+        if self.num_map_images < 0:
+            raise ExportError("num_map_images must be >= 0 (0: all images)")
         if self.name is not None and (not self.name or "/" in self.name or "\\" in self.name):
             raise ExportError(f"name must be a plain file name, got {self.name!r}")
         return spec
@@ -174,6 +198,8 @@ class _Backend:
     export: Callable[..., dict[str, Any]]
     runner: Callable[[Path, ExportOptions], Runner]
     batch_size: Callable[[ExportOptions], int]
+    #: Verdict without running (a runtime missing on this platform), or None to run the artifact.
+    static_check: Callable[[Path, dict[str, Any], SSD, str], Verdict | None] | None = None
 
 
 def _onnx_export(
@@ -199,6 +225,9 @@ def _onnx_export(
         "weight_type": options.weight_type,
         "calibrate_method": options.calibrate_method,
         "op_types": list(options.quant_op_types) if options.quant_op_types else None,
+        "quant_format": options.quant_format,
+        "exclude": list(options.quant_exclude),
+        "symmetric_activations": options.activation_symmetric,
     }
     return export_onnx(
         model,
@@ -238,6 +267,44 @@ def _executorch_runner(path: Path, options: ExportOptions) -> Runner:
     return ExecuTorchRunner(path, stage=options.stage)
 
 
+def _coreml_export(
+    model: SSD,
+    path: Path,
+    options: ExportOptions,
+    calibration: list[np.ndarray] | None,
+    fp32_path: Path | None,
+) -> dict[str, Any]:
+    from .coreml_format import export_coreml
+
+    return export_coreml(
+        model,
+        path,
+        stage=options.stage,
+        post=options.postprocess_settings(),
+        compute_precision=options.compute_precision,
+    )
+
+
+def _coreml_runner(path: Path, options: ExportOptions) -> Runner:
+    from .coreml_format import CoreMLRunner
+
+    return CoreMLRunner(path, stage=options.stage)
+
+
+def _coreml_static_check(
+    path: Path, sidecar: dict[str, Any], model: SSD, precision: str
+) -> Verdict | None:
+    """The spec check where Core ML cannot run (Linux); None on macOS (run and compare)."""
+    from .coreml_format import can_run_coreml, check_coreml_spec, spec_verdict
+
+    if can_run_coreml():
+        _, failures, _ = check_coreml_spec(path, sidecar, model=model)
+        if failures:
+            raise ExportError(f"{path.name}: Core ML spec check failed: {'; '.join(failures)}")
+        return None
+    return spec_verdict(path, sidecar, model=model, precision=precision)
+
+
 def _tflite_export(
     model: SSD,
     path: Path,
@@ -274,6 +341,12 @@ BACKENDS: dict[str, _Backend] = {
         export=_executorch_export,
         runner=_executorch_runner,
         batch_size=lambda o: 1,
+    ),
+    "coreml": _Backend(
+        export=_coreml_export,
+        runner=_coreml_runner,
+        batch_size=lambda o: 1,
+        static_check=_coreml_static_check,
     ),
     "tflite": _Backend(
         export=_tflite_export,
@@ -329,6 +402,17 @@ def _pick_images(options: ExportOptions) -> tuple[list[np.ndarray] | None, list[
     return calibration, verify, source
 
 
+def _map_ground_truth(options: ExportOptions, dataset: Any | None) -> tuple[Any | None, str]:
+    """Ground truth for the int8 mAP check: ``dataset``, ``map_annotations``, or the
+    ``annotations.json`` next to ``verify_images``; ``(None, "")`` when there is none."""
+    if dataset is not None:
+        return dataset, getattr(dataset, "name", "the given dataset")
+    source = options.map_annotations or find_annotations(options.verify_images)
+    if not source:
+        return None, ""
+    return load_eval_dataset(source), str(source)
+
+
 # ------------------------------------------------------------------------------------------ API
 def export_model(
     model: SSD,
@@ -339,6 +423,7 @@ def export_model(
     name: str = "model",
     strict: bool = True,
     log: Callable[[str], None] | None = print,
+    eval_dataset: Any | None = None,
 ) -> ExportResult:
     """Export ``model`` into ``out_dir`` as ``<name><suffix>`` plus ``<name>.json``.
 
@@ -350,6 +435,9 @@ def export_model(
         name: base file name when ``options.name`` is None.
         strict: raise :class:`ExportError` when an enforced verification fails.
         log: progress printer (None: silent).
+        eval_dataset: ground truth (a :class:`~detector.data.DetectionDataset` of the model's
+            classes) for the int8 COCO mAP check; None: ``options.map_annotations`` or the
+            annotations next to ``options.verify_images``, if any.
 
     Returns:
         The :class:`ExportResult`.
@@ -399,7 +487,16 @@ def export_model(
         checks = [(model_path, "int8" if options.int8 else "fp32")]
         if fp32_path is not None:
             checks.insert(0, (fp32_path, "fp32"))
+        ground_truth, gt_source = (None, "")
+        if options.int8:
+            ground_truth, gt_source = _map_ground_truth(options, eval_dataset)
         for path, precision in checks:
+            if backend.static_check is not None:
+                static = backend.static_check(path, sidecar, model, precision)
+                if static is not None:
+                    say(f"{path.name}: {static.summary()}")
+                    verdicts.append(static)
+                    continue
             run = backend.runner(path, options)
             is_int8 = precision == "int8"
             verdict = verify_artifact(
@@ -416,6 +513,21 @@ def export_model(
                 raw_tolerance=None if is_int8 else options.raw_tolerance,
                 batch_size=backend.batch_size(options),
             )
+            if is_int8 and ground_truth is not None:
+                comparison = compare_map(
+                    run,
+                    sidecar,
+                    model,
+                    ground_truth,
+                    source=gt_source,
+                    max_images=options.num_map_images,
+                    batch_size=backend.batch_size(options),
+                    max_drop=options.int8_max_map_drop,
+                )
+                verdict.map_change = comparison.to_dict()
+                if not comparison.passed:
+                    verdict.failures += comparison.failures
+                    verdict.passed = False
             say(f"{path.name}: {verdict.summary()}")
             verdicts.append(verdict)
         sidecar["verification"] = [v.to_dict() for v in verdicts]
@@ -469,4 +581,6 @@ def options_from_dict(values: Mapping[str, Any]) -> ExportOptions:
         data["image_size"] = tuple(int(v) for v in data["image_size"])
     if data.get("quant_op_types") is not None:
         data["quant_op_types"] = tuple(data["quant_op_types"])
+    if data.get("quant_exclude") is not None:
+        data["quant_exclude"] = tuple(data["quant_exclude"])
     return ExportOptions(**data)

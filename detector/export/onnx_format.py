@@ -375,12 +375,21 @@ QUANT_DEFAULTS: dict[str, Any] = {
     "weight_type": "int8",
     "calibrate_method": "minmax",
     "op_types": None,
+    "quant_format": "qdq",
+    "exclude": [],
+    "symmetric_activations": False,
 }
+
+#: ``quant_format`` values and ONNX Runtime's names for them.
+QUANT_FORMATS = {"qdq": "QDQ", "qoperator": "QOperator"}
+#: Named node groups ``quantize_onnx(exclude=...)`` keeps in float (see :func:`excluded_nodes`).
+EXCLUDE_GROUPS = ("first_conv", "predictors", "outputs")
 
 
 def quantization_facts(quant: dict[str, Any]) -> dict[str, Any]:
     facts = {**QUANT_DEFAULTS, **quant}
-    facts["format"] = "QDQ"
+    facts["exclude"] = list(facts.get("exclude") or [])
+    facts["format"] = QUANT_FORMATS.get(str(facts["quant_format"]), str(facts["quant_format"]))
     facts["scope"] = "network only (decode, scores and NMS stay float32)"
     return facts
 
@@ -428,8 +437,12 @@ def quantize_onnx(
     calibrate_method: str = "minmax",
     op_types: Sequence[str] | None = None,
     quantize_head: bool = True,
+    quant_format: str = "qdq",
+    exclude: Sequence[str] = (),
+    symmetric_activations: bool = False,
+    extra_options: dict[str, Any] | None = None,
 ):
-    """Static int8 QDQ quantization of a float ONNX network (ONNX Runtime).
+    """Static int8 quantization of a float ONNX network (ONNX Runtime).
 
     Args:
         model: ``onnx.ModelProto`` of the network (``images -> box_deltas, class_logits``).
@@ -440,7 +453,16 @@ def quantize_onnx(
         calibrate_method: ``"minmax"``, ``"entropy"`` or ``"percentile"``.
         op_types: operator types to quantize (None: everything ONNX Runtime can).
         quantize_head: quantize the box/class predictor convolutions too (False keeps them and
-            everything after them float).
+            everything after them float; the same as ``exclude=["predictors"]``).
+        quant_format: ``"qdq"`` (QuantizeLinear/DequantizeLinear pairs around float ops, fused by
+            ONNX Runtime into int8 kernels) or ``"qoperator"`` (QLinearConv & co. written out).
+        exclude: node groups kept in float (see :func:`excluded_nodes`): ``"first_conv"``,
+            ``"predictors"`` (predictor convolutions and all after them), ``"outputs"`` (only the
+            transposes, reshapes and concatenations after the predictors, so the head outputs are
+            not re-quantized to one shared scale), or exact node names.
+        symmetric_activations: symmetric activation ranges (ONNX Runtime's
+            ``ActivationSymmetric``).
+        extra_options: more ``quantize_static`` ``extra_options`` (e.g. ``WeightSymmetric``).
 
     Returns:
         The quantized ``onnx.ModelProto``.
@@ -473,7 +495,13 @@ def quantize_onnx(
     class Reader(_ImageReader, CalibrationDataReader):
         pass
 
-    exclude = None if quantize_head else _head_nodes(model)
+    if quant_format not in QUANT_FORMATS:
+        raise ExportError(
+            f"unknown quant_format {quant_format!r}; choose one of {sorted(QUANT_FORMATS)}"
+        )
+    groups = [*exclude, *([] if quantize_head else ["predictors"])]
+    excluded = excluded_nodes(model, groups) or None
+    extra = {"ActivationSymmetric": bool(symmetric_activations), **(extra_options or {})}
 
     root_logger = logging.getLogger()
     hint_filter = _DropMessages("Please consider")
@@ -486,19 +514,55 @@ def quantize_onnx(
             str(src),
             str(dst),
             reader,
-            quant_format=QuantFormat.QDQ,
+            quant_format=getattr(QuantFormat, QUANT_FORMATS[quant_format]),
             op_types_to_quantize=list(op_types) if op_types else None,
             per_channel=per_channel,
             activation_type=types[activation_type],
             weight_type=types[weight_type],
             calibrate_method=methods[calibrate_method],
-            nodes_to_exclude=exclude,
+            nodes_to_exclude=excluded,
+            extra_options=extra,
         )
         quantized = onnx.load(str(dst))
     root_logger.removeFilter(hint_filter)
-    if not any(n.op_type == "QuantizeLinear" for n in quantized.graph.node):
+    if not any(n.op_type in ("QuantizeLinear", "QLinearConv") for n in quantized.graph.node):
         raise ExportError("int8 quantization produced no quantized nodes")
     return quantized
+
+
+def excluded_nodes(model, groups: Sequence[str]) -> list[str]:
+    """Node names of a network graph that ``groups`` name (see :data:`EXCLUDE_GROUPS`).
+
+    Args:
+        model: ``onnx.ModelProto`` of the network.
+        groups: ``"first_conv"`` (the stem convolution), ``"predictors"`` (the predictor
+            convolutions and every node after them), ``"outputs"`` (the nodes after the predictor
+            convolutions: transposes, reshapes, concatenations), or exact node names.
+
+    Raises:
+        ExportError: a name that is neither a group nor a node of the graph.
+    """
+    nodes = {n.name for n in model.graph.node}
+    names: set[str] = set()
+    for group in groups:
+        if group == "first_conv":
+            names.update([n.name for n in model.graph.node if n.op_type == "Conv"][:1])
+        elif group == "predictors":
+            names.update(_head_nodes(model))
+        elif group == "outputs":
+            names.update(n for n in _head_nodes(model) if n not in _predictor_convs(model))
+        elif group in nodes:
+            names.add(group)
+        else:
+            raise ExportError(
+                f"quant exclude: {group!r} is neither a group {EXCLUDE_GROUPS} nor a node name"
+            )
+    return sorted(names)
+
+
+def _predictor_convs(model) -> set[str]:
+    head = set(_head_nodes(model))
+    return {n.name for n in model.graph.node if n.op_type == "Conv" and n.name in head}
 
 
 def _head_nodes(model) -> list[str]:

@@ -28,6 +28,10 @@ class FormatSchema:
     weight_type: str = "int8"  # uint8 | int8
     calibrate_method: str = "minmax"  # minmax | entropy | percentile
     quant_op_types: Optional[List[str]] = None  # None: every op ONNX Runtime quantizes
+    quant_format: str = "qdq"  # ONNX int8: qdq | qoperator
+    quant_exclude: List[str] = field(default_factory=list)  # first_conv | predictors | outputs
+    activation_symmetric: bool = False  # ONNX int8: symmetric activation ranges
+    compute_precision: str = "float32"  # Core ML: float32 | float16
 
 
 @dataclass
@@ -50,6 +54,9 @@ class ExportSchema:
     num_verify_images: int = 8
     min_agreement: float = 0.99  # fp32 fails below this detection agreement
     int8_min_agreement: Optional[float] = None  # null = int8 agreement reported only
+    map_annotations: Optional[str] = None  # int8 mAP ground truth (COCO JSON); null = auto
+    num_map_images: int = 0  # images for the int8 mAP check; 0 = all
+    int8_max_map_drop: Optional[float] = None  # fail when int8 loses more mAP points
     threads: int = 0  # runtime threads for verification (0 = default)
 
 
@@ -98,11 +105,18 @@ def options_from_hydra(cfg: Any) -> tuple[str, ExportOptions, bool]:
         weight_type=fmt.weight_type,
         calibrate_method=fmt.calibrate_method,
         quant_op_types=tuple(fmt.quant_op_types) if fmt.quant_op_types else None,
+        quant_format=fmt.quant_format,
+        quant_exclude=tuple(fmt.quant_exclude),
+        activation_symmetric=fmt.activation_symmetric,
+        compute_precision=fmt.compute_precision,
         verify=spec.verify,
         verify_images=spec.verify_images,
         num_verify_images=spec.num_verify_images,
         min_agreement=spec.min_agreement,
         int8_min_agreement=spec.int8_min_agreement,
+        map_annotations=spec.map_annotations,
+        num_map_images=spec.num_map_images,
+        int8_max_map_drop=spec.int8_max_map_drop,
         threads=spec.threads,
     )
     if options.image_size is not None and len(options.image_size) != 2:

@@ -55,6 +55,12 @@ class Verdict:
     failures: list[str] = field(default_factory=list)
     #: Matched fraction with the loose criterion (same class, IoU >= 0.5), for context.
     agreement_iou50: float | None = None
+    #: Checks that passed besides the numbers (e.g. a Core ML spec check on Linux).
+    checks: list[str] = field(default_factory=list)
+    #: What this verdict could not check, and why.
+    note: str = ""
+    #: COCO mAP of PyTorch vs the artifact (``detector.export.accuracy.MapComparison.to_dict``).
+    map_change: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,7 +70,10 @@ class Verdict:
             f"{k} {v:.3g} (scale {self.output_scale.get(k, float('nan')):.3g})"
             for k, v in self.max_abs_diff.items()
         )
-        if self.agreement is None:
+        diffs = diffs or "not compared"
+        if self.num_images == 0:
+            agree = "not compared (no runtime)"
+        elif self.agreement is None:
             agree = f"no PyTorch detections with score >= {self.min_score} on these images"
         else:
             agree = (
@@ -74,7 +83,7 @@ class Verdict:
             if self.agreement_iou50 is not None:
                 agree += f"; {100 * self.agreement_iou50:.1f}% at IoU >= 0.5"
         status = "PASS" if self.passed else "FAIL"
-        if self.precision == "int8" and self.min_agreement is None:
+        if self.precision == "int8" and self.min_agreement is None and self.passed:
             status = "REPORT (int8: agreement is reported, not enforced)"
         lines = [
             f"verification [{self.precision}, {self.runtime}, {self.num_images} images from "
@@ -82,6 +91,21 @@ class Verdict:
             f"  max abs diff vs PyTorch: {diffs}",
             f"  detections: {agree}",
         ]
+        if self.map_change is not None:
+            m = self.map_change
+            parts = [
+                f"{k} {100 * m['reference'][k]:.2f} -> {100 * m['artifact'][k]:.2f} "
+                f"({m['change_points'][k]:+.2f} points)"
+                for k in m["reference"]
+            ]
+            lines.append(
+                f"  COCO accuracy (PyTorch fp32 -> {self.precision} artifact, {m['num_images']} "
+                f"images of {m['source']}): {'; '.join(parts)}"
+            )
+        if self.checks:
+            lines.append(f"  checked: {'; '.join(self.checks)}")
+        if self.note:
+            lines.append(f"  note: {self.note}")
         lines += [f"  FAILED: {f}" for f in self.failures]
         return "\n".join(lines)
 

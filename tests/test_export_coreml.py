@@ -1,0 +1,205 @@
+"""Core ML export: the converted ML Program checked against its sidecar and the PyTorch weights
+(Linux has no Core ML runtime), the export.py entry point, early errors for unsupported options,
+and, on macOS only, outputs compared with PyTorch."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision  # noqa: F401  (before coremltools, which imports TensorFlow)
+
+pytest.importorskip("coremltools")
+
+from detector.engine.checkpoint import save_checkpoint
+from detector.export import (
+    ExportError,
+    ExportOptions,
+    ExportWrapper,
+    export_checkpoint,
+    export_model,
+    read_sidecar,
+)
+from detector.export.coreml_format import (
+    CoreMLRunner,
+    can_run_coreml,
+    check_coreml_spec,
+    coreml_output_names,
+)
+from detector.export.images import generated_images, preprocess
+from detector.models import ssd_mobilenet_v1
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = (128, 160)
+CLASSES = ["circle", "square", "triangle"]
+POST = {"score_thresh": 0.05, "nms_thresh": 0.45, "topk_candidates": 100, "max_detections": 50}
+
+
+def _tiny_model(seed: int = 0):
+    """alpha 0.25 at 128x160 with sharpened class predictors and non-trivial BatchNorm."""
+    torch.manual_seed(seed)
+    model = ssd_mobilenet_v1(len(CLASSES), alpha=0.25, image_size=SIZE)
+    with torch.no_grad():
+        for p in model.head.class_predictors:
+            p.weight.mul_(6.0)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _tiny_model()
+
+
+@pytest.fixture(scope="module")
+def exports(model, tmp_path_factory):
+    """One raw and one decoded export of the same model (converted once for the module)."""
+    out = tmp_path_factory.mktemp("coreml")
+    results = {}
+    for stage in ("raw", "decoded"):
+        options = ExportOptions(format="coreml", decode=stage == "decoded", **POST)
+        results[stage] = export_model(model, CLASSES, out, options, name=stage, log=None)
+    return results
+
+
+@pytest.mark.parametrize("stage", ["raw", "decoded"])
+def test_export_writes_mlpackage_and_passes_spec_check(exports, model, stage) -> None:
+    result = exports[stage]
+    assert result.model_path.name == f"{stage}.mlpackage" and result.model_path.is_dir()
+    assert result.passed
+    sidecar = read_sidecar(result.sidecar_path)
+    assert sidecar["format"] == "coreml" and sidecar["stage"] == stage
+    assert sidecar["classes"] == CLASSES
+    assert sidecar["export"]["outputs"] == coreml_output_names(stage)
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert sidecar["export"]["num_conv"] == convs
+    verdict = sidecar["verification"][0]
+    if can_run_coreml():
+        assert verdict["num_images"] > 0 and verdict["agreement"] >= 0.99
+        return
+    assert verdict["passed"] and verdict["num_images"] == 0
+    assert "numerical check needs macOS" in verdict["note"]
+    checked = " ".join(verdict["checks"])
+    assert f"{convs} conv ops" in checked and "conv weights equal PyTorch's" in checked
+    assert "input shape [1, 3, 128, 160]" in checked
+    if stage == "decoded":
+        assert "box decoding (exp) present" in checked and "softmax" in checked
+
+
+def test_spec_matches_sidecar_names_shapes_dtypes(exports, model) -> None:
+    import coremltools as ct
+
+    spec = ct.utils.load_spec(str(exports["decoded"].model_path))
+    assert spec.WhichOneof("Type") == "mlProgram"
+    assert [i.name for i in spec.description.input] == ["images"]
+    assert list(spec.description.input[0].type.multiArrayType.shape) == [1, 3, *SIZE]
+    outputs = {o.name: list(o.type.multiArrayType.shape) for o in spec.description.output}
+    a, c = model.num_anchors, model.num_classes + 1
+    assert outputs == {
+        "boxes": [1, a, 4],
+        "scores": [1, a, c],
+        "box_deltas": [1, a, 4],
+        "class_logits": [1, a, c],
+    }
+    meta = dict(spec.description.metadata.userDefined)
+    assert json.loads(meta["detector.outputs"]) == coreml_output_names("decoded")
+    assert meta["detector.stage"] == "decoded"
+
+
+def test_spec_check_fails_on_mismatches(exports, model) -> None:
+    path = exports["raw"].model_path
+    sidecar = read_sidecar(exports["raw"].sidecar_path)
+    passed, failures, ops = check_coreml_spec(path, sidecar, model=model)
+    assert any("conv weights equal" in p for p in passed)
+    assert not failures and ops["conv"] == sidecar["export"]["num_conv"]
+
+    wrong_size = copy.deepcopy(sidecar)
+    wrong_size["input"]["shape"] = [1, 3, 160, 128]
+    assert any("input shape" in f for f in check_coreml_spec(path, wrong_size)[1])
+
+    wrong_classes = copy.deepcopy(sidecar)
+    wrong_classes["outputs"][1]["shape"][2] += 1
+    assert any("class_logits shape" in f for f in check_coreml_spec(path, wrong_classes)[1])
+
+    wrong_stage = copy.deepcopy(sidecar)
+    wrong_stage["stage"] = "decoded"
+    wrong_stage["outputs"] = read_sidecar(exports["decoded"].sidecar_path)["outputs"]
+    assert any(f.startswith("outputs [") for f in check_coreml_spec(path, wrong_stage)[1])
+
+    assert any("conv ops" in f for f in check_coreml_spec(path, sidecar, num_conv=3)[1])
+
+    other = _tiny_model(seed=1)  # same architecture, other weights
+    failures = check_coreml_spec(path, sidecar, model=other)[1]
+    assert any("conv weights" in f for f in failures)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"nms": True}, "does not support nms=true"),
+        ({"int8": True, "calibration": "synthetic"}, "does not support int8=true"),
+        ({"dynamic_batch": True}, "does not support dynamic_batch=true"),
+    ],
+)
+def test_unsupported_options_fail_before_work(kwargs, message, tmp_path, monkeypatch) -> None:
+    import detector.engine.checkpoint as ckpt
+
+    def must_not_load(*args, **kw):
+        raise AssertionError("the checkpoint was read before the request was checked")
+
+    monkeypatch.setattr(ckpt, "load_detector", must_not_load)
+    options = ExportOptions(format="coreml", **kwargs)
+    with pytest.raises(ExportError, match=message):
+        export_checkpoint(tmp_path / "missing.pt", tmp_path, options, log=None)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not can_run_coreml(), reason="Core ML runs only on macOS")
+def test_outputs_match_pytorch_on_macos(exports, model) -> None:
+    images = preprocess(generated_images(2, seed=7, size=(96, 160)), SIZE)
+    out = CoreMLRunner(exports["decoded"].model_path, stage="decoded")(images)
+    with torch.no_grad():
+        boxes, scores = ExportWrapper(model, decode=True, **POST)(torch.from_numpy(images))
+    np.testing.assert_allclose(out["boxes"], boxes.numpy(), atol=1e-3, rtol=0)
+    np.testing.assert_allclose(out["scores"], scores.numpy(), atol=1e-3, rtol=0)
+
+
+@pytest.mark.skipif(can_run_coreml(), reason="checks the Linux behaviour")
+def test_runner_refuses_without_core_ml(exports) -> None:
+    with pytest.raises(ExportError, match="needs macOS"):
+        CoreMLRunner(exports["raw"].model_path)
+
+
+def test_export_py_writes_mlpackage_and_sidecar(tmp_path) -> None:
+    model = _tiny_model()
+    checkpoint = tmp_path / "ckpt" / "tiny.pt"
+    checkpoint.parent.mkdir()
+    save_checkpoint(
+        {"model": model.state_dict(), "model_config": model.config.to_dict(), "classes": CLASSES},
+        checkpoint,
+    )
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    cmd = [
+        sys.executable, str(REPO / "export.py"), f"checkpoint={checkpoint}",
+        "format=coreml", "decode=true", f"hydra.run.dir={out}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (out / "tiny.mlpackage" / "Manifest.json").is_file()
+    sidecar = json.loads((out / "tiny.json").read_text())
+    assert sidecar["format"] == "coreml" and sidecar["stage"] == "decoded"
+    assert sidecar["verification"][0]["passed"] is True
+    assert "export OK" in proc.stdout
+    if not can_run_coreml():
+        assert "numerical check needs macOS" in proc.stdout
