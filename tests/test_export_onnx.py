@@ -390,6 +390,11 @@ def test_int8_export_reports_agreement(model, tmp_path) -> None:
     assert {"QuantizeLinear", "DequantizeLinear", "NonMaxSuppression"} <= ops
     quant = result.sidecar["export"]["quantization"]
     assert quant["format"] == "QDQ" and quant["calibration"]["num_images"] == 8
+    assert quant["exclude"] == ["outputs"]  # the default: the head's tail stays float
+    graph = onnx.load(str(result.model_path)).graph
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    concat = [n for n in graph.node if n.op_type == "Concat"][:2]  # box_deltas, class_logits
+    assert all(producers[i] == "Reshape" for n in concat for i in n.input)
     assert elapsed < 60, f"int8 export took {elapsed:.0f} s"
 
 

@@ -65,8 +65,9 @@ class ExportOptions:
             quantization settings (ONNX Runtime).
         quant_format, quant_exclude, activation_symmetric: ONNX int8: ``"qdq"`` or
             ``"qoperator"``; node groups kept float (``first_conv``, ``predictors``,
-            ``outputs``, or node names, see :func:`detector.export.onnx_format.excluded_nodes`);
-            symmetric activation ranges.
+            ``outputs``, or node names, see :func:`detector.export.onnx_format.excluded_nodes`;
+            default ``outputs``: the head's transposes, reshapes and concatenations, so each
+            predictor keeps its own output scale); symmetric activation ranges.
         compute_precision: Core ML program precision (``float32`` or ``float16``).
         verify: run the built-in verification.
         verify_images: images for verification (None: calibration images not used for
@@ -110,7 +111,7 @@ class ExportOptions:
     calibrate_method: str = "minmax"
     quant_op_types: tuple[str, ...] | None = None
     quant_format: str = "qdq"
-    quant_exclude: tuple[str, ...] = ()
+    quant_exclude: tuple[str, ...] = ("outputs",)
     activation_symmetric: bool = False
     compute_precision: str = "float32"
     verify: bool = True

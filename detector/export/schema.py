@@ -29,7 +29,8 @@ class FormatSchema:
     calibrate_method: str = "minmax"  # minmax | entropy | percentile
     quant_op_types: Optional[List[str]] = None  # None: every op ONNX Runtime quantizes
     quant_format: str = "qdq"  # ONNX int8: qdq | qoperator
-    quant_exclude: List[str] = field(default_factory=list)  # first_conv | predictors | outputs
+    # ONNX int8: node groups kept float: first_conv | predictors | outputs | node names
+    quant_exclude: List[str] = field(default_factory=lambda: ["outputs"])
     activation_symmetric: bool = False  # ONNX int8: symmetric activation ranges
     compute_precision: str = "float32"  # Core ML: float32 | float16
 

@@ -85,6 +85,9 @@ class Verdict:
         status = "PASS" if self.passed else "FAIL"
         if self.precision == "int8" and self.min_agreement is None and self.passed:
             status = "REPORT (int8: agreement is reported, not enforced)"
+            limit = (self.map_change or {}).get("max_drop")
+            if limit is not None:
+                status = f"PASS (COCO mAP loss within {limit:g} points; agreement reported)"
         lines = [
             f"verification [{self.precision}, {self.runtime}, {self.num_images} images from "
             f"{self.image_source}]: {status}",
