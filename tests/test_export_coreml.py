@@ -143,6 +143,20 @@ def test_spec_check_fails_on_mismatches(exports, model) -> None:
     assert any("conv weights" in f for f in failures)
 
 
+def test_float16_program_keeps_float32_io(model, tmp_path) -> None:
+    options = ExportOptions(format="coreml", decode=True, compute_precision="float16", **POST)
+    result = export_model(model, CLASSES, tmp_path, options, name="half", log=None)
+    assert result.passed and result.sidecar["export"]["compute_precision"] == "float16"
+    passed, failures, ops = check_coreml_spec(result.model_path, result.sidecar, model=model)
+    assert not failures and ops["cast"] >= 1  # float32 in, float16 inside, float32 out
+    weights = next(p for p in passed if p.startswith("conv weights equal"))
+    assert "max diff 0)" not in weights  # really rounded to half precision
+    with pytest.raises(ExportError, match="compute_precision"):
+        export_model(
+            model, CLASSES, tmp_path, ExportOptions(format="coreml", compute_precision="int4")
+        )
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -180,6 +194,25 @@ def test_runner_refuses_without_core_ml(exports) -> None:
         CoreMLRunner(exports["raw"].model_path)
 
 
+def test_hydra_format_coreml_maps_to_options(tmp_path) -> None:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from detector.export.schema import options_from_hydra, register_export_schemas
+
+    register_export_schemas()
+    overrides = ["checkpoint=x.pt", "format=coreml", "decode=true"]
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        cfg = compose("export", overrides=[*overrides, "format.compute_precision=float16"])
+        with open_dict(cfg):
+            cfg.pop("hydra", None)
+    _, options, _ = options_from_hydra(cfg)
+    assert options.format == "coreml" and options.stage == "decoded"
+    assert options.compute_precision == "float16"
+    assert options.check().name == "coreml"
+
+
+@pytest.mark.slow
 def test_export_py_writes_mlpackage_and_sidecar(tmp_path) -> None:
     model = _tiny_model()
     checkpoint = tmp_path / "ckpt" / "tiny.pt"

@@ -10,7 +10,8 @@ How a package is built (see :func:`export_coreml`):
    ``[1, 3, H, W]`` multi-array, RGB in ``[0, 1]`` (a ``TensorType``, not an ``ImageType``: the
    resize and scaling are the caller's, exactly as for the other formats and as the sidecar says;
    mean/std normalisation is inside the graph). Compute precision is float32 by default
-   (``compute_precision="float16"`` gives the half-precision program the Neural Engine prefers);
+   (``compute_precision="float16"`` gives the half-precision program the Neural Engine prefers;
+   its input and outputs stay ``float32``);
 3. the package is saved with the stage and output order in its user metadata (class names and
    the rest of what a runtime needs are in the sidecar).
 
@@ -135,7 +136,7 @@ def export_coreml(
             mlmodel = ct.convert(
                 program,
                 inputs=[ct.TensorType(name="images", shape=(1, 3, h, w), dtype=np.float32)],
-                outputs=[ct.TensorType(name=n) for n in names],
+                outputs=[ct.TensorType(name=n, dtype=np.float32) for n in names],
                 convert_to="mlprogram",
                 minimum_deployment_target=target,
                 compute_precision=precision,
