@@ -151,10 +151,6 @@ def test_float16_program_keeps_float32_io(model, tmp_path) -> None:
     assert not failures and ops["cast"] >= 1  # float32 in, float16 inside, float32 out
     weights = next(p for p in passed if p.startswith("conv weights equal"))
     assert "max diff 0)" not in weights  # really rounded to half precision
-    with pytest.raises(ExportError, match="compute_precision"):
-        export_model(
-            model, CLASSES, tmp_path, ExportOptions(format="coreml", compute_precision="int4")
-        )
 
 
 @pytest.mark.parametrize(

@@ -264,6 +264,8 @@ def test_export_fails_loudly_when_verification_fails(model, tmp_path, monkeypatc
         ({"format": "executorch", "nms": True}, "does not support nms=true"),
         ({"format": "coreml", "nms": True}, "does not support nms=true"),
         ({"map_annotations": "/no/such.json"}, "no such file or folder"),
+        ({"int8": True, "calibration": "synthetic", "quant_format": "qdqx"}, "quant_format"),
+        ({"format": "coreml", "compute_precision": "int4"}, "compute_precision"),
         ({"int8": True}, "needs calibration images"),
         ({"int8": True, "calibration": "/no/such/folder"}, "no such file or folder"),
     ],

@@ -173,6 +173,12 @@ class ExportOptions:
             raise ExportError(f"map_annotations={self.map_annotations}: no such file or folder")
         if self.num_map_images < 0:
             raise ExportError("num_map_images must be >= 0 (0: all images)")
+        if self.quant_format not in ("qdq", "qoperator"):
+            raise ExportError(f"quant_format must be qdq or qoperator, got {self.quant_format!r}")
+        if self.compute_precision not in ("float32", "float16"):
+            raise ExportError(
+                f"compute_precision must be float32 or float16, got {self.compute_precision!r}"
+            )
         if self.name is not None and (not self.name or "/" in self.name or "\\" in self.name):
             raise ExportError(f"name must be a plain file name, got {self.name!r}")
         return spec
