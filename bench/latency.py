@@ -199,7 +199,12 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
                 deltas, logits = net(x)
                 t_post = time.perf_counter()
                 out = postprocess_detections(
-                    deltas, logits, model.anchors, [(h0, w0)], score_fn=model.score_fn
+                    deltas,
+                    logits,
+                    model.anchors,
+                    [(h0, w0)],
+                    score_fn=model.score_fn,
+                    **spec["post"],
                 )[0]
                 post_s = time.perf_counter() - t_post
             dets.append(len(out["scores"]))
@@ -341,7 +346,9 @@ def _prepare(args: argparse.Namespace, tmp: Path) -> tuple[list[dict], dict, dic
     image = _image(args)
     np.save(tmp / "image.npy", image)
     info: dict[str, Any] = {"image": f"{image.shape[0]}x{image.shape[1]}", "loads": {}}
+    post = {"score_thresh": args.score_thresh, "max_detections": args.max_detections}
     common = {
+        "post": post,
         "image": str(tmp / "image.npy"),
         "threads": args.threads,
         "warmup": args.warmup,
@@ -385,7 +392,9 @@ def _prepare(args: argparse.Namespace, tmp: Path) -> tuple[list[dict], dict, dic
                 x = torch.from_numpy(preprocess([image], model.image_size))
                 with torch.no_grad():
                     _, logits = model(x)
-                shift = _calibrate_shift(logits, args.candidates, model.score_fn, 0.01, 400)
+                shift = _calibrate_shift(
+                    logits, args.candidates, model.score_fn, args.score_thresh, 400
+                )
                 _shift_background(model, shift, args.num_classes + 1)
             models.append((f"alpha {alpha:g}", model, classes))
 
@@ -406,10 +415,11 @@ def _prepare(args: argparse.Namespace, tmp: Path) -> tuple[list[dict], dict, dic
         x = torch.from_numpy(preprocess([image], model.image_size))
         with torch.no_grad():
             _, logits = model(x)
-        info["loads"][label] = _candidates(logits, 0.0, model.score_fn, 0.01, 400)
+        info["loads"][label] = _candidates(logits, 0.0, model.score_fn, args.score_thresh, 400)
         onnx_files = {}
         for precision in ("fp32", "int8"):
             options = ExportOptions(
+                **post,
                 nms=True,
                 int8=precision == "int8",
                 calibration=calibration if precision == "int8" else None,
@@ -431,7 +441,7 @@ def _prepare(args: argparse.Namespace, tmp: Path) -> tuple[list[dict], dict, dic
             if not FORMATS[fmt].implemented or FORMATS[fmt].missing_modules():
                 info.setdefault("skipped", []).append(f"{engine} ({fmt} export not available)")
                 continue
-            options = ExportOptions(format=fmt, verify=False)
+            options = ExportOptions(format=fmt, verify=False, **post)
             result = export_model(
                 model, classes, tmp / key / engine, options, name=key, strict=False, log=None
             )
@@ -487,6 +497,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", type=float, default=300.0)
     parser.add_argument("--image", type=str, default=None)
     parser.add_argument("--checkpoint", type=str, default=None)
+    parser.add_argument(
+        "--score-thresh",
+        type=float,
+        default=0.01,
+        help="our post-processing score threshold (0.01: evaluation default; detect.py uses 0.3)",
+    )
+    parser.add_argument("--max-detections", type=int, default=200, help="ours (detect.py: 100)")
     parser.add_argument("--calibration", type=str, default=None)
     parser.add_argument("--calibration-images", type=int, default=32)
     parser.add_argument(
@@ -544,7 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"torch {torch.__version__}, CPU: {_cpu_name()}; ours: {args.size}x{args.size}, "
-        f"{args.num_classes} classes, softmax, score_thresh 0.01, top-k 400, NMS 0.45, 200 dets"
+        f"{args.num_classes} classes, score_thresh {args.score_thresh:g}, top-k 400, NMS 0.45, "
+        f"{args.max_detections} dets"
     )
     header = f"{'engine':<38}" + "".join(
         f"| {lab + ' ms (all)':<{col}}| {'x ref':<7}" for lab in labels

@@ -296,3 +296,31 @@ def test_reproduces_ultralight_faces(shared_data) -> None:
             best = int(ious.argmax())
             assert ious[best] >= 0.95, (name, face)
             assert out["scores"][best].item() == pytest.approx(face["score"], abs=1e-3)
+
+
+@pytest.mark.parametrize("max_detections", [5, 100, 200])
+def test_many_candidates_same_as_plain_batched_nms(max_detections: int) -> None:
+    """Tens of thousands of candidates (a trained sigmoid model at score 0.01): the shortcut of
+    running NMS on the best few thousand first keeps exactly batched_nms' best boxes."""
+    from torchvision.ops import batched_nms
+
+    from detector.postprocess import _nms_best
+
+    g = torch.Generator().manual_seed(max_detections)
+    n = 30000
+    centres = torch.rand(20, 2, generator=g)[torch.randint(0, 20, (n,), generator=g)]
+    centres = centres + 0.02 * torch.randn(n, 2, generator=g)
+    wh = 0.02 + 0.2 * torch.rand(n, 2, generator=g)
+    boxes = torch.cat([centres - wh / 2, centres + wh / 2], dim=1) * 300
+    scores = torch.rand(n, generator=g)  # distinct with probability 1
+    labels = torch.randint(1, 91, (n,), generator=g)
+    ours = _nms_best(boxes, scores, labels, 0.45, max_detections)
+    plain = batched_nms(boxes, scores, labels, 0.45)[:max_detections]
+    assert ours.tolist() == plain.tolist()
+    # when the best few thousand do not give max_detections boxes, the whole set is used
+    # (one class, 20 tight clusters: about 20 boxes survive, fewer than max_detections)
+    tight = torch.cat([centres.round(decimals=1) - 0.05, centres.round(decimals=1) + 0.05], 1)
+    one = torch.ones_like(labels)
+    few = _nms_best(tight, scores, one, 0.45, 100)
+    assert 100 > few.numel() > 0
+    assert few.tolist() == batched_nms(tight, scores, one, 0.45)[:100].tolist()
