@@ -61,7 +61,7 @@ from detector.evaluation.base import (
     ResultsFileError,
     drop_invalid,
 )
-from detector.evaluation.voc import voc_ap
+from detector.evaluation.voc import voc_ap, voc_iou
 
 __all__ = [
     "SUBSETS",
@@ -244,20 +244,12 @@ def load_wider_ground_truth(
 def _iou_plus_one(dt: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """IoU matrix ``[K, N]`` of ``xyxy`` boxes with the ``+1`` inclusive-pixel convention.
 
-    Non-overlapping pairs (intersection width or height ``<= 0``) get 0, as in the reference.
+    The devkit's element-wise IoU (:func:`~detector.evaluation.voc.voc_iou`) over every pair;
+    non-overlapping pairs (intersection width or height ``<= 0``) get 0, as in the reference.
     """
-    iw = np.minimum(dt[:, None, 2], gt[None, :, 2]) - np.maximum(dt[:, None, 0], gt[None, :, 0])
-    ih = np.minimum(dt[:, None, 3], gt[None, :, 3]) - np.maximum(dt[:, None, 1], gt[None, :, 1])
-    iw = iw + 1.0
-    ih = ih + 1.0
-    area_dt = (dt[:, 2] - dt[:, 0] + 1.0) * (dt[:, 3] - dt[:, 1] + 1.0)
-    area_gt = (gt[:, 2] - gt[:, 0] + 1.0) * (gt[:, 3] - gt[:, 1] + 1.0)
-    inter = iw * ih
-    union = (area_dt[:, None] + area_gt[None, :]) - inter
-    out = np.zeros(inter.shape)
-    overlap = (iw > 0) & (ih > 0)
-    np.divide(inter, union, out=out, where=overlap)
-    return out
+    k, n = len(dt), len(gt)
+    pairs = voc_iou(np.repeat(dt, n, axis=0), np.tile(gt, (k, 1)), plus_one=True)
+    return np.maximum(pairs.reshape(k, n), 0.0)
 
 
 def match_faces(
