@@ -41,11 +41,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from .formats import ExportError
 from .verify import Verdict
-from .wrapper import ExportWrapper
+from .wrapper import DecodedWithRaw, ExportWrapper, program_output_names
 
 __all__ = [
     "CoreMLRunner",
@@ -56,7 +56,6 @@ __all__ = [
     "spec_verdict",
 ]
 
-RAW_NAMES = ("box_deltas", "class_logits")
 PRECISIONS = ("float32", "float16")
 #: ML Program dtype enum names (``ArrayFeatureType``) of the sidecar dtypes.
 _DTYPES = {"float32": "FLOAT32", "float16": "FLOAT16", "int32": "INT32"}
@@ -64,24 +63,7 @@ _DTYPES = {"float32": "FLOAT32", "float16": "FLOAT16", "int32": "INT32"}
 
 def coreml_output_names(stage: str) -> list[str]:
     """Names of the program's outputs for ``stage``, in order."""
-    if stage == "raw":
-        return list(RAW_NAMES)
-    if stage == "decoded":
-        return ["boxes", "scores", *RAW_NAMES]
-    raise ExportError(f"format=coreml does not support stage {stage!r}")
-
-
-class _DecodedWithRaw(nn.Module):
-    """``ExportWrapper(decode=True)`` that also returns the raw head outputs."""
-
-    def __init__(self, wrapper: ExportWrapper) -> None:
-        super().__init__()
-        self.wrapper = wrapper
-
-    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        box_deltas, class_logits = self.wrapper.model(images)
-        boxes, scores = self.wrapper.post(box_deltas, class_logits)
-        return boxes, scores, box_deltas, class_logits
+    return program_output_names(stage, "coreml")
 
 
 def _num_convs(model: nn.Module) -> int:
@@ -124,7 +106,7 @@ def export_coreml(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = ExportWrapper(model, decode=stage == "decoded", **(post or {})).eval()
-    module: nn.Module = wrapper if stage == "raw" else _DecodedWithRaw(wrapper).eval()
+    module: nn.Module = wrapper if stage == "raw" else DecodedWithRaw(wrapper).eval()
     h, w = model.image_size
     example = (torch.rand(1, 3, h, w),)
     precision = ct.precision.FLOAT32 if compute_precision == "float32" else ct.precision.FLOAT16

@@ -26,36 +26,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from .formats import ExportError
-from .wrapper import ExportWrapper, output_names
+from .wrapper import DecodedWithRaw, ExportWrapper
+from .wrapper import program_output_names as _program_output_names
 
 __all__ = ["ExecuTorchRunner", "export_executorch", "program_output_names"]
-
-RAW_NAMES = ("box_deltas", "class_logits")
 
 
 def program_output_names(stage: str) -> list[str]:
     """Names of the ``forward`` outputs of a program of ``stage``, in order."""
-    if stage == "raw":
-        return list(RAW_NAMES)
-    if stage == "decoded":
-        return [*output_names("decoded"), *RAW_NAMES]
-    raise ExportError(f"format=executorch does not support stage {stage!r}")
-
-
-class _DecodedWithRaw(nn.Module):
-    """``ExportWrapper(decode=True)`` that also returns the raw head outputs."""
-
-    def __init__(self, wrapper: ExportWrapper) -> None:
-        super().__init__()
-        self.wrapper = wrapper
-
-    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        box_deltas, class_logits = self.wrapper.model(images)
-        boxes, scores = self.wrapper.post(box_deltas, class_logits)
-        return boxes, scores, box_deltas, class_logits
+    return _program_output_names(stage, "executorch")
 
 
 def export_executorch(
@@ -85,7 +67,7 @@ def export_executorch(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = ExportWrapper(model, decode=stage == "decoded", **(post or {})).eval()
-    module: nn.Module = wrapper if stage == "raw" else _DecodedWithRaw(wrapper).eval()
+    module: nn.Module = wrapper if stage == "raw" else DecodedWithRaw(wrapper).eval()
     h, w = model.image_size
     example = (torch.rand(1, 3, h, w),)
     try:

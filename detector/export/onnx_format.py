@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .formats import ExportError
-from .wrapper import Postprocess, fold_batchnorm
+from .wrapper import RAW_NAMES, Postprocess, fold_batchnorm
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -46,7 +46,6 @@ __all__ = [
 
 EXPORTERS = ("auto", "dynamo", "torchscript")
 DEFAULT_OPSET = 18
-RAW_NAMES = ("box_deltas", "class_logits")
 #: Largest batch a dynamic-batch graph is traced for (torch.export needs a finite range).
 MAX_DYNAMIC_BATCH = 4096
 

@@ -37,21 +37,16 @@ from torch import Tensor, nn
 
 from ..runtime.tflite_detector import TFLiteModel
 from .formats import ExportError
-from .wrapper import ExportWrapper, output_names
+from .wrapper import ExportWrapper, program_output_names
 
 __all__ = ["TFLiteRunner", "export_tflite", "tflite_output_names"]
 
-RAW_NAMES = ("box_deltas", "class_logits")
 INPUT_NAME = "images"
 
 
 def tflite_output_names(stage: str) -> list[str]:
     """Names of the signature outputs of a model of ``stage``, in graph order."""
-    if stage == "raw":
-        return list(RAW_NAMES)
-    if stage == "decoded":
-        return [*output_names("decoded"), *RAW_NAMES]
-    raise ExportError(f"format=tflite does not support stage {stage!r}")
+    return program_output_names(stage, "tflite")
 
 
 class _Named(nn.Module):

@@ -28,10 +28,9 @@ import torch
 from ..postprocess import postprocess_detections
 from .images import preprocess
 from .numpy_post import box_iou, detections_from_outputs
+from .wrapper import RAW_NAMES
 
 __all__ = ["Verdict", "match_detections", "verify_artifact"]
-
-RAW_NAMES = ("box_deltas", "class_logits")
 
 
 @dataclass

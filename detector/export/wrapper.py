@@ -25,7 +25,7 @@ from torchvision.ops import batched_nms
 
 from ..box_ops import BoxCoder
 from ..models import SSD
-from .formats import STAGES
+from .formats import STAGES, ExportError
 
 __all__ = ["ExportWrapper", "Postprocess", "fold_batchnorm", "onnx_nms", "output_names"]
 
@@ -186,6 +186,40 @@ def output_names(stage: str) -> list[str]:
     if stage == "nms":
         return ["boxes", "scores", "labels", "count"]
     raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
+
+
+#: The raw head outputs, by name, in ``SSD.forward`` order.
+RAW_NAMES = ("box_deltas", "class_logits")
+
+
+def program_output_names(stage: str, format_name: str) -> list[str]:
+    """Outputs of a fixed-graph program (ExecuTorch, TFLite, Core ML) of ``stage``, in order.
+
+    A ``decoded`` program also returns the raw head outputs after ``boxes`` and ``scores``, so
+    verification can compare them with PyTorch; such formats have no ``nms`` stage.
+
+    Raises:
+        ExportError: a stage the format cannot end with.
+    """
+    if stage == "raw":
+        return list(RAW_NAMES)
+    if stage == "decoded":
+        return [*output_names("decoded"), *RAW_NAMES]
+    raise ExportError(f"format={format_name} does not support stage {stage!r}")
+
+
+class DecodedWithRaw(nn.Module):
+    """``ExportWrapper`` with decoding that also returns the raw head outputs
+    (:func:`program_output_names` order)."""
+
+    def __init__(self, wrapper: ExportWrapper) -> None:
+        super().__init__()
+        self.wrapper = wrapper
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        box_deltas, class_logits = self.wrapper.model(images)
+        boxes, scores = self.wrapper.post(box_deltas, class_logits)
+        return boxes, scores, box_deltas, class_logits
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:
