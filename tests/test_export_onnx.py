@@ -195,6 +195,90 @@ def test_wrapper_matches_reference_in_eager(model, images) -> None:
         np.testing.assert_allclose(boxes[i, :n].numpy() * scale, det["boxes"], atol=1e-3)
 
 
+@pytest.mark.parametrize("topk", [1, 4, 30])
+def test_wrapper_matches_reference_when_classes_exceed_topk(model, images, topk) -> None:
+    """More candidates per class than ``topk_candidates``: the graph runs NMS over all of them
+    and drops what ranks below top-k in its class; the result must be the reference's NMS over
+    the top-k alone."""
+    _, x, sizes = images
+    post = {**POST, "score_thresh": 0.01, "topk_candidates": topk, "max_detections": 40}
+    with torch.no_grad():
+        _, logits = model(torch.from_numpy(x))
+    per_class = (logits.softmax(-1)[..., 1:] > post["score_thresh"]).sum(1)
+    assert int(per_class.min()) > topk  # every class is crowded: the rank cut-off matters
+    wrapper = ExportWrapper(model, nms=True, **post)
+    with torch.no_grad():
+        boxes, scores, labels, count = wrapper(torch.from_numpy(x))
+    *_, ref = _reference(model, x, sizes, **post)
+    for i, det in enumerate(ref):
+        n = int(count[i])
+        assert n == len(det["scores"]) > 0
+        np.testing.assert_array_equal(labels[i, :n].numpy(), det["labels"])
+        np.testing.assert_allclose(scores[i, :n].numpy(), det["scores"], atol=1e-6)
+        h, w = sizes[i]
+        scale = np.array([w, h, w, h], np.float32)
+        np.testing.assert_allclose(boxes[i, :n].numpy() * scale, det["boxes"], atol=1e-3)
+
+
+def test_onnx_graph_matches_reference_when_classes_exceed_topk(model, images, tmp_path) -> None:
+    """The rank cut-off of crowded classes inside ONNX Runtime (dynamic shapes, batch 3)."""
+    _, x, sizes = images
+    post = {**POST, "score_thresh": 0.01, "topk_candidates": 4, "max_detections": 40}
+    options = ExportOptions(nms=True, dynamic_batch=True, verify=False, **post)
+    result = export_model(model, CLASSES, tmp_path, options, name="crowded", log=None)
+    out = OnnxRunner(result.model_path)(x)
+    *_, ref = _reference(model, x, sizes, **post)
+    for i, det in enumerate(ref):
+        n = int(out["count"][i])
+        assert n == len(det["scores"]) > 0
+        np.testing.assert_array_equal(out["labels"][i, :n], det["labels"])
+        np.testing.assert_allclose(out["scores"][i, :n], det["scores"], atol=1e-5)
+
+
+@pytest.mark.parametrize("max_per_class", [1, 3, 1000])
+def test_eager_nms_op_equals_onnxruntime_nonmaxsuppression(max_per_class) -> None:
+    """``onnx_nms`` (used in eager mode and by torch.export) against ONNX Runtime's own
+    multi-class ``NonMaxSuppression`` kernel on shared boxes."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from detector.export.wrapper import onnx_nms
+
+    gen = torch.Generator().manual_seed(0)
+    b, c, k = 2, 5, 60
+    xy = torch.rand(b, k, 2, generator=gen) * 0.8
+    wh = torch.rand(b, k, 2, generator=gen) * 0.3 + 0.02
+    boxes = torch.cat((xy, xy + wh), dim=2)
+    scores = torch.rand(b, c, k, generator=gen)
+    iou, thresh = 0.4, 0.3
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "NonMaxSuppression", ["boxes", "scores", "max", "iou", "thresh"], ["selected"]
+            )
+        ],
+        "nms",
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [b, k, 4]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [b, c, k]),
+        ],
+        [helper.make_tensor_value_info("selected", TensorProto.INT64, [None, 3])],
+        initializer=[
+            helper.make_tensor("max", TensorProto.INT64, [1], [max_per_class]),
+            helper.make_tensor("iou", TensorProto.FLOAT, [1], [iou]),
+            helper.make_tensor("thresh", TensorProto.FLOAT, [1], [thresh]),
+        ],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(proto)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(None, {"boxes": boxes.numpy(), "scores": scores.numpy()})
+    mine = onnx_nms(boxes, scores, max_per_class, iou, thresh).numpy()
+    assert len(expected) == b * c if max_per_class == 1 else len(expected) > 2 * b * c
+    np.testing.assert_array_equal(mine, expected)
+
+
 def test_decoded_stage_sigmoid(tmp_path) -> None:
     model = _tiny_model("sigmoid", seed=1)
     options = ExportOptions(decode=True, num_verify_images=3, **POST)

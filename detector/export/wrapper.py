@@ -9,7 +9,11 @@
 
 The in-graph NMS reproduces :func:`detector.postprocess.postprocess_detections` exactly (up to
 score ties): per class the ``topk_candidates`` best anchors, candidates scoring strictly above
-``score_thresh``, class-wise NMS, then the ``max_detections`` best over all classes. Boxes stay
+``score_thresh``, class-wise NMS, then the ``max_detections`` best over all classes. In the graph
+that is one multi-class ``NonMaxSuppression`` over the shared decoded boxes (scores
+``[B, C, A]``), after zeroing, in the rare classes with more than ``topk_candidates`` candidates,
+the scores below their k-th best: no per-class top-k over every anchor and no gather of
+``C * k`` candidate boxes, which made decode + NMS cost more than the int8 network. Boxes stay
 normalised to the model input (``[0, 1]`` xyxy, clipped when ``clip_boxes``); multiply by the
 original ``(W, H, W, H)`` to get pixels, as the reference does before clipping (IoU and clipping
 commute with that scaling).
@@ -41,32 +45,36 @@ def onnx_nms(
     """ONNX ``NonMaxSuppression`` (``center_point_box=0``) in eager PyTorch.
 
     Args:
-        boxes: ``Tensor[N, K, 4]`` xyxy boxes of ``N`` independent problems.
-        scores: ``Tensor[N, 1, K]`` one class per problem.
+        boxes: ``Tensor[B, K, 4]`` xyxy boxes of ``B`` images.
+        scores: ``Tensor[B, C, K]`` the score of every box for each of ``C`` classes; each
+            ``(image, class)`` pair is an independent NMS problem over that image's boxes.
         max_output_per_class: keep at most this many boxes per problem.
         iou_threshold: suppress boxes overlapping a kept one by more than this.
         score_threshold: consider boxes scoring strictly above this.
 
     Returns:
-        ``Tensor[S, 3]`` int64 ``(problem, class=0, box)`` triples, problem by problem, by
+        ``Tensor[S, 3]`` int64 ``(image, class, box)`` triples, problem by problem, by
         decreasing score within a problem.
     """
-    n, k = boxes.shape[0], boxes.shape[1]
-    flat_scores = scores.reshape(-1)
-    rows = torch.arange(n, device=boxes.device).repeat_interleave(k)
+    b, k = boxes.shape[0], boxes.shape[1]
+    c = scores.shape[1]
+    flat_scores = scores.reshape(-1)  # index (image * C + class) * K + box
     cand = (flat_scores > score_threshold).nonzero().squeeze(1)
-    kept = cand[
-        batched_nms(boxes.reshape(-1, 4)[cand], flat_scores[cand], rows[cand], iou_threshold)
-    ]
-    kept_rows = rows[kept]
+    problem = torch.div(cand, k, rounding_mode="floor")
+    image = torch.div(problem, c, rounding_mode="floor")
+    cand_boxes = boxes.reshape(-1, 4)[image * k + cand % k]
+    kept = cand[batched_nms(cand_boxes, flat_scores[cand], problem, iou_threshold)]
+    kept_problem = torch.div(kept, k, rounding_mode="floor")
     # Group by problem keeping the score order, then cap each problem's count.
-    order = torch.sort(kept_rows, stable=True).indices
-    kept, kept_rows = kept[order], kept_rows[order]
-    counts = torch.bincount(kept_rows, minlength=n)
+    order = torch.sort(kept_problem, stable=True).indices
+    kept, kept_problem = kept[order], kept_problem[order]
+    counts = torch.bincount(kept_problem, minlength=b * c)
     starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(kept.numel(), device=boxes.device) - starts[kept_rows]
-    kept, kept_rows = kept[rank < max_output_per_class], kept_rows[rank < max_output_per_class]
-    return torch.stack((kept_rows, torch.zeros_like(kept_rows), kept % k), dim=1).to(torch.int64)
+    rank = torch.arange(kept.numel(), device=boxes.device) - starts[kept_problem]
+    capped = rank < max_output_per_class
+    kept, kept_problem = kept[capped], kept_problem[capped]
+    triples = (torch.div(kept_problem, c, rounding_mode="floor"), kept_problem % c, kept % k)
+    return torch.stack(triples, dim=1).to(torch.int64)
 
 
 @onnx_nms.register_fake
@@ -116,6 +124,8 @@ class Postprocess(nn.Module):
             raise ValueError(f"unknown score_fn {score_fn!r}")
         if topk_candidates < 1 or max_detections < 1:
             raise ValueError("topk_candidates and max_detections must be >= 1")
+        if not 0.0 <= score_thresh < 1.0:
+            raise ValueError(f"score_thresh must be in [0, 1), got {score_thresh}")
         self.stage = stage
         self.score_fn = score_fn
         self.box_coder = box_coder if box_coder is not None else BoxCoder()
@@ -143,38 +153,61 @@ class Postprocess(nn.Module):
         batch, num_anchors, num_cols = scores.shape
         num_classes = num_cols - 1
         k = min(self.topk_candidates, num_anchors)
-        # Per class, the k best anchors: [B, C, k]. Unsorted: NMS orders candidates itself.
-        class_scores = scores[..., 1:].transpose(1, 2)
-        top_scores, top_idx = class_scores.topk(k, dim=2, sorted=False)
-        offsets = (torch.arange(batch, device=boxes.device) * num_anchors).view(batch, 1, 1)
-        cand_boxes = boxes.reshape(-1, 4).index_select(0, (top_idx + offsets).reshape(-1))
-        # One NMS problem per (image, class): exactly the reference's class-wise NMS over its
-        # per-class candidates.
+        per_class = min(k, self.max_detections)
+        class_scores = scores[..., 1:].transpose(1, 2)  # [B, C, A]
+        problem_scores = class_scores.reshape(batch * num_classes, num_anchors)
+        if k < num_anchors:
+            problem_scores = self._keep_topk(problem_scores, k)
+        # One NMS problem per (image, class) over all the image's boxes, which share the
+        # decoded boxes: no per-class gather of candidate boxes.
         selected = onnx_nms(
-            cand_boxes.reshape(batch * num_classes, k, 4),
-            top_scores.reshape(batch * num_classes, 1, k),
-            min(k, self.max_detections),
+            boxes,
+            problem_scores.reshape(batch, num_classes, num_anchors),
+            per_class,
             self.nms_thresh,
             self.score_thresh,
         )
-        flat = selected[:, 0] * k + selected[:, 2]
-        kept = torch.zeros(batch * num_classes * k, dtype=torch.bool, device=scores.device)
-        kept = kept.index_put((flat,), torch.ones_like(flat, dtype=torch.bool))
-        flat_scores = top_scores.reshape(-1)
-        kept = kept & (flat_scores > self.score_thresh)
-        masked = torch.where(kept, flat_scores, torch.full_like(flat_scores, -1.0))
+        image, cls, anchor = selected[:, 0], selected[:, 1], selected[:, 2]
+        problem = image * num_classes + cls
+        sel_scores = problem_scores.reshape(-1).index_select(0, problem * num_anchors + anchor)
+        # The max_detections best over all classes, per image: [B, S] table of the selected
+        # scores (-1 where a row belongs to another image), padded by M columns of -1.
         m = min(self.max_detections, num_classes * k)
-        det_scores, det_idx = masked.reshape(batch, num_classes * k).topk(m, dim=1)
+        mine = image.unsqueeze(0) == torch.arange(batch, device=image.device).unsqueeze(1)
+        table = torch.where(mine, sel_scores.unsqueeze(0), torch.full_like(sel_scores, -1.0))
+        table = torch.cat((table, table.new_full((batch, m), -1.0)), dim=1)
+        det_scores, pos = table.topk(m, dim=1)
         valid = det_scores > -0.5
-        det_offsets = (torch.arange(batch, device=boxes.device) * (num_classes * k)).view(batch, 1)
-        det_boxes = cand_boxes.index_select(0, (det_idx + det_offsets).reshape(-1))
-        det_boxes = det_boxes.reshape(batch, m, 4)
-        labels = torch.div(det_idx, k, rounding_mode="floor") + 1
+        pad = anchor.new_zeros(m)
+        pos = pos.reshape(-1)
+        flat_box = torch.cat((image * num_anchors + anchor, pad)).index_select(0, pos)
+        det_boxes = boxes.reshape(-1, 4).index_select(0, flat_box).reshape(batch, m, 4)
+        labels = torch.cat((cls + 1, pad)).index_select(0, pos).reshape(batch, m)
         det_boxes = torch.where(valid.unsqueeze(-1), det_boxes, torch.zeros_like(det_boxes))
         det_scores = torch.where(valid, det_scores, torch.zeros_like(det_scores))
         labels = torch.where(valid, labels, torch.zeros_like(labels))
         count = valid.to(torch.int64).sum(dim=1)
         return det_boxes, det_scores, labels, count
+
+    def _keep_topk(self, problem_scores: Tensor, k: int) -> Tensor:
+        """Zero every score outside its class's ``k`` best (zero never passes the threshold).
+
+        Only classes with more than ``k`` candidates above the threshold need it (usually none
+        at a deployment threshold), so the top-k runs on those rows alone instead of over every
+        class and anchor.
+
+        Args:
+            problem_scores: ``Tensor[B * C, A]`` scores per (image, class).
+        """
+        above = (problem_scores > self.score_thresh).to(problem_scores.dtype)
+        # A float sum: ONNX Runtime sums int64 several times slower.
+        crowded = (above.sum(dim=1) > k).nonzero().squeeze(1)
+        rows = problem_scores.index_select(0, crowded)
+        kth = rows.topk(k, dim=1, sorted=False).values.min(dim=1).values
+        # Per (image, class) the lowest score kept: 0 (any score) or the k-th best.
+        cut = torch.zeros_like(problem_scores[:, 0]).scatter(0, crowded, kth)
+        # Zero scores never pass the (non-negative, strict) score threshold.
+        return problem_scores * (problem_scores >= cut.unsqueeze(1)).to(problem_scores.dtype)
 
 
 def output_names(stage: str) -> list[str]:
