@@ -9,6 +9,8 @@ no run inherits another's heap or imports; the time is measured inside that proc
   summarize, as pycocotools' README does it;
 * ``plain faster-coco-eval``: the same with faster-coco-eval's ``COCO`` / ``COCOeval_faster``
   (for reference);
+* ``plain hotcoco``: the same with hotcoco's ``COCO`` / ``load_res`` / ``COCOeval`` (Rust; it
+  parses both JSON files itself);
 * ``ours (backend)``: ``evaluate_results_file(results, ann_file=gt, backend=..., out_dir=...)``,
   which also checks the file, and writes metrics.json, the per-class tables, the PR-curve PNG and
   the summary.
@@ -16,7 +18,7 @@ no run inherits another's heap or imports; the time is measured inside that proc
 For our runs the time is split into JSON parsing (the ``json`` module, for the annotation and the
 results file), our own Python (checking/converting the detections, preparing the engine inputs,
 writing the report) and the engine library itself (pycocotools, or faster-coco-eval's C++
-kernel). Every run's 12 numbers are compared with plain pycocotools. Usage::
+kernel, hotcoco's Rust evaluator). Every run's 12 numbers are compared with plain pycocotools. Usage::
 
     python bench/eval.py [--images 5000] [--dets 100] [--categories 80] [--skip-plain]
 
@@ -47,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from detector.evaluation import COCO_STAT_KEYS, evaluate_results_file  # noqa: E402
-from detector.evaluation.coco_engine import faster_available  # noqa: E402
+from detector.evaluation.coco_engine import faster_available, hotcoco_available  # noqa: E402
 from detector.evaluation.synthetic import make_synthetic_coco  # noqa: E402
 
 
@@ -82,6 +84,20 @@ def plain_faster(gt_path: Path, res_path: Path) -> tuple[float, np.ndarray]:
     return time.perf_counter() - start, np.asarray(ev.stats[:12])
 
 
+def plain_hotcoco(gt_path: Path, res_path: Path) -> tuple[float, np.ndarray]:
+    from hotcoco import COCO, COCOeval
+
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_path))
+        dt = gt.load_res(str(res_path))
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return time.perf_counter() - start, np.asarray(ev.stats[:12])
+
+
 def ours(gt_path: Path, res_path: Path, backend: str, out_dir: Path) -> tuple[float, dict]:
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -108,7 +124,9 @@ ENGINE_PREP = ("prepare_refs", "append_refs", "iou")
 VARIANTS = {
     "plain-pycocotools": "plain pycocotools",
     "plain-faster": "plain faster-coco-eval",
+    "plain-hotcoco": "plain hotcoco",
     "ours-faster": "ours (faster)",
+    "ours-hotcoco": "ours (hotcoco)",
     "ours-pycocotools": "ours (pycocotools)",
 }
 
@@ -120,6 +138,8 @@ def worker(variant: str, gt_path: Path, res_path: Path, out_dir: Path) -> None:
         seconds, stats = plain_pycocotools(gt_path, res_path)
     elif variant == "plain-faster":
         seconds, stats = plain_faster(gt_path, res_path)
+    elif variant == "plain-hotcoco":
+        seconds, stats = plain_hotcoco(gt_path, res_path)
     else:
         seconds, metrics = ours(gt_path, res_path, variant.split("-", 1)[1], out_dir)
         stats = np.array([metrics[k] for k in COCO_STAT_KEYS])
@@ -158,6 +178,7 @@ def main() -> None:
     versions = {
         "pycocotools": _version("pycocotools"),
         "faster-coco-eval": _version("faster-coco-eval"),
+        "hotcoco": _version("hotcoco"),
     }
     print("versions:", ", ".join(f"{k} {v}" for k, v in versions.items()))
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -185,6 +206,8 @@ def main() -> None:
         variants = [] if args.skip_plain else ["plain-pycocotools"]
         if faster_available():
             variants += ["plain-faster", "ours-faster"]
+        if hotcoco_available():
+            variants += ["plain-hotcoco", "ours-hotcoco"]
         variants += ["ours-pycocotools"]
         rows: list[tuple[str, float, dict | None, np.ndarray]] = []
         for variant in variants:
@@ -222,10 +245,10 @@ def main() -> None:
                 print(f"\n{name} timings (s): {detail}")
         print(
             "\nour Python = checking/converting the detections, preparing the engine inputs "
-            "(faster: grouping, IoU, annotation refs), writing metrics.json/tables/PNG (the "
-            "matplotlib import included); JSON parse = json.load of the annotation and results "
-            "files; engine library = pycocotools' COCO/loadRes/COCOeval or faster-coco-eval's "
-            "C++ kernel."
+            "(faster: grouping, IoU, annotation refs), writing metrics.json/tables/PNG (PR "
+            "curves drawn with OpenCV); JSON parse = json.load of the annotation and results "
+            "files; engine library = pycocotools' COCO/loadRes/COCOeval, faster-coco-eval's "
+            "C++ kernel or hotcoco's load_res/COCOeval."
         )
 
 

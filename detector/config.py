@@ -216,7 +216,7 @@ class EvalSchema:
     checkpoint: Optional[str] = None  # evaluate this model ...
     detections: Optional[str] = None  # ... or this COCO-format results file
     metric: Optional[str] = None  # coco | voc07 | voc | widerface (default: dataset.eval)
-    backend: str = "auto"  # COCO backend: auto | pycocotools | faster
+    backend: str = "auto"  # COCO backend: auto | pycocotools | faster | hotcoco
     split: str = "val"
     batch_size: int = 32
     num_workers: int = 2

@@ -118,12 +118,13 @@ def test_pycocotools_backend_equals_pycocotools(coco_case):
     assert "pycocotools COCOeval" in m["protocol"]
 
 
-def test_faster_backend_agrees_with_pycocotools(coco_case):
+@pytest.mark.parametrize(("backend", "name"), [("faster", "faster-coco-eval"), ("hotcoco", "hotcoco")])
+def test_fast_backends_agree_with_pycocotools(coco_case, backend, name):
     gt_path, res_path, ref, _ = coco_case
-    m = evaluate_results_file(res_path, ann_file=gt_path, backend="faster")
+    m = evaluate_results_file(res_path, ann_file=gt_path, backend=backend)
     ours = np.array([m[k] for k in COCO_STAT_KEYS])
     np.testing.assert_allclose(ours, ref.stats, rtol=0, atol=1e-6)
-    assert m["backend"].startswith("faster-coco-eval")
+    assert m["backend"].startswith(name)
 
 
 def test_per_class_ap_matches_pycocotools_precision(coco_case):
@@ -131,7 +132,7 @@ def test_per_class_ap_matches_pycocotools_precision(coco_case):
     names = {c["id"]: c["name"] for c in json.loads(gt_path.read_text())["categories"]}
     expected = per_class_ap(ref.eval["precision"])
     expected50 = per_class_ap(ref.eval["precision"], 0.5)
-    for backend in ("pycocotools", "faster"):
+    for backend in ("pycocotools", "faster", "hotcoco"):
         m = evaluate_results_file(res_path, ann_file=gt_path, backend=backend)
         for k, cat in enumerate(ref.params.catIds):
             for key, exp in (
@@ -159,9 +160,11 @@ def test_engines_give_the_same_arrays(coco_case):
     py = run_coco_bbox(gt, *args, backend="pycocotools")
     kernel = run_coco_bbox(gt, *args, backend="faster")
     stock = _run_faster_stock(gt, *args)
+    rust = run_coco_bbox(gt, *args, backend="hotcoco")
     np.testing.assert_array_equal(py.precision, ref.eval["precision"])
     np.testing.assert_array_equal(py.recall, ref.eval["recall"])
-    for other in (kernel, stock):
+    assert rust.cat_ids == py.cat_ids
+    for other in (kernel, stock, rust):
         np.testing.assert_allclose(other.precision, py.precision, rtol=0, atol=1e-12)
         np.testing.assert_array_equal(other.recall, py.recall)
     assert py.summary == printed.split("DONE")[-1].split("\n", 1)[1]
@@ -226,7 +229,7 @@ def tiny_coco(draw):
 )
 @given(case=tiny_coco())
 def test_tiny_cases_match_pycocotools(case, tmp_path):
-    """Small integer boxes, score ties, crowds and area extremes: both backends vs pycocotools."""
+    """Small integer boxes, score ties, crowds and area extremes: every backend vs pycocotools."""
     gt, res = case
     if not res:
         return  # pycocotools' loadRes cannot read []; covered by test_empty_results
@@ -234,7 +237,7 @@ def test_tiny_cases_match_pycocotools(case, tmp_path):
     ref, _ = reference_cocoeval(gt_path, res_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EvaluationWarning)
-        for backend, tol in (("pycocotools", 1e-12), ("faster", 1e-6)):
+        for backend, tol in (("pycocotools", 1e-12), ("faster", 1e-6), ("hotcoco", 1e-6)):
             m = evaluate_results_file(res_path, ann_file=gt_path, backend=backend)
             ours = np.array([m[k] for k in COCO_STAT_KEYS])
             np.testing.assert_allclose(ours, ref.stats, rtol=0, atol=tol)
@@ -372,7 +375,7 @@ def test_coco_gt_from_records_with_string_ids(tmp_path):
 
 def test_no_detections_gives_zero_ap_with_warning(coco_case):
     gt_path, _, _, _ = coco_case
-    for backend in ("pycocotools", "faster"):
+    for backend in ("pycocotools", "faster", "hotcoco"):
         ev = CocoEvaluator(None, ann_file=gt_path, backend=backend)
         with pytest.warns(EvaluationWarning, match="without any detection"):
             m = ev.evaluate()
@@ -380,9 +383,15 @@ def test_no_detections_gives_zero_ap_with_warning(coco_case):
         assert m["num_detections"] == 0
 
 
-def test_backend_resolution():
-    assert resolve_backend("auto") == "faster"
+def test_backend_resolution(monkeypatch):
+    assert resolve_backend("auto") == "hotcoco"  # the fastest installed engine
     assert resolve_backend("pycocotools") == "pycocotools"
+    import detector.evaluation.coco_engine as engine
+
+    monkeypatch.setitem(engine._PACKAGES, "hotcoco", ("hotcoco", lambda: False))
+    assert resolve_backend("auto") == "faster"
+    with pytest.raises(ImportError, match="needs the hotcoco package"):
+        resolve_backend("hotcoco")
     with pytest.raises(ValueError, match="unknown COCO backend"):
         resolve_backend("detectron")
 

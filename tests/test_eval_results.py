@@ -47,7 +47,7 @@ def test_empty_file_is_an_error(files):
 
 def test_empty_list_is_a_counted_warning(files):
     tmp, gt_path, _ = files
-    for backend in ("pycocotools", "faster"):
+    for backend in ("pycocotools", "faster", "hotcoco"):
         with pytest.warns(EvaluationWarning, match="no detections"):
             m = evaluate(write(tmp, "none.json", []), gt_path, backend=backend)
         assert m["num_detections"] == 0 and m["num_empty_results_files"] == 1

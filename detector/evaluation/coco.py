@@ -7,7 +7,8 @@ category ids of the ground truth and written back with them.
 
 The numbers are those of pycocotools' ``COCOeval`` (``iouType="bbox"``); with
 ``backend="pycocotools"`` they are computed by pycocotools itself, with ``backend="faster"`` by
-faster-coco-eval's C++ kernel (see :mod:`detector.evaluation.coco_engine`).
+faster-coco-eval's C++ kernel, with ``backend="hotcoco"`` by hotcoco's Rust ``COCOeval`` (see
+:mod:`detector.evaluation.coco_engine`).
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ class CocoEvaluator:
         label_to_category_id: contiguous label -> category id. Default: with ``ann_file`` the
             file's categories in ascending id order get labels ``1..C``; with records the
             category id is the label.
-        backend: ``"auto"`` (faster-coco-eval when installed), ``"pycocotools"`` or ``"faster"``.
+        backend: ``"auto"`` (hotcoco, else faster-coco-eval, when installed), ``"pycocotools"``,
+            ``"faster"`` or ``"hotcoco"``.
         strict: raise instead of dropping (with a counted warning) detections with NaN/inf
             values or negative sizes.
 

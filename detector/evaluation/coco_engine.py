@@ -7,6 +7,9 @@ arrays, and return the accumulated ``precision``/``recall`` arrays and the 12 su
 * ``"pycocotools"`` builds ``pycocotools.coco.COCO`` objects exactly as ``COCO(ann_file)`` and
   ``loadRes(results_file)`` would (the same Python numbers in the same order) and runs the stock
   ``COCOeval``. Its ``stats`` are what pycocotools prints for the same files.
+* ``"hotcoco"`` hands the ground-truth dict and the detection arrays (no Python dict per
+  detection) to hotcoco, a Rust re-implementation of ``COCOeval`` that takes columns and
+  returns pycocotools' ``precision``/``recall`` arrays.
 * ``"faster"`` runs the C++ matching and accumulation of faster-coco-eval. The per-image work in
   Python that its ``COCOeval_faster.evaluate`` does (``loadRes``, indexing, one ``computeIoU``
   call per image/category pair, a dict over all image/category pairs) is replaced by a
@@ -17,8 +20,10 @@ arrays, and return the accumulated ``precision``/``recall`` arrays and the 12 su
   ``COCOeval_faster`` pipeline is used instead. The summary numbers are computed from the
   accumulated arrays with pycocotools' ``summarize`` rule.
 
-The faster engine agrees with pycocotools to floating-point rounding: its precision is
-``tp / (tp + fp)`` where pycocotools divides by ``tp + fp + eps`` (tests check 1e-6).
+The faster and hotcoco engines agree with pycocotools to floating-point rounding (faster's
+precision is ``tp / (tp + fp)`` where pycocotools divides by ``tp + fp + eps``; tests check
+1e-6). ``"auto"`` picks the fastest one installed: hotcoco, then faster-coco-eval, then
+pycocotools.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ __all__ = [
     "summarize_coco",
 ]
 
-BACKENDS = ("auto", "pycocotools", "faster")
+BACKENDS = ("auto", "pycocotools", "faster", "hotcoco")
 
 #: Keys of the 12 numbers of ``COCOeval.stats``, in order.
 COCO_STAT_KEYS = (
@@ -108,19 +113,38 @@ def faster_available() -> bool:
     return True
 
 
+def hotcoco_available() -> bool:
+    """Whether hotcoco can be imported."""
+    try:
+        import hotcoco  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_PACKAGES = {
+    "faster": ("faster-coco-eval", faster_available),
+    "hotcoco": ("hotcoco", hotcoco_available),
+}
+
+
 def resolve_backend(backend: str) -> str:
-    """Map ``"auto"`` to ``"faster"`` when faster-coco-eval is installed, else ``"pycocotools"``.
+    """Map ``"auto"`` to the fastest installed engine: ``"hotcoco"``, ``"faster"``, else
+    ``"pycocotools"``.
 
     Raises:
         ValueError: unknown backend name.
-        ImportError: ``"faster"`` requested but faster-coco-eval is not installed.
+        ImportError: ``"faster"`` or ``"hotcoco"`` requested but its package is not installed.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown COCO backend {backend!r}; choose one of {BACKENDS}")
     if backend == "auto":
-        return "faster" if faster_available() else "pycocotools"
-    if backend == "faster" and not faster_available():
-        raise ImportError("backend='faster' needs the faster-coco-eval package")
+        for name in ("hotcoco", "faster"):
+            if _PACKAGES[name][1]():
+                return name
+        return "pycocotools"
+    if backend in _PACKAGES and not _PACKAGES[backend][1]():
+        raise ImportError(f"backend={backend!r} needs the {_PACKAGES[backend][0]} package")
     return backend
 
 
@@ -151,6 +175,8 @@ def run_coco_bbox(
     with gc_paused():
         if backend == "pycocotools":
             out = _run_pycocotools(gt, image_ids, category_ids, xywh, scores)
+        elif backend == "hotcoco":
+            out = _run_hotcoco(gt, image_ids, category_ids, xywh, scores)
         else:
             out = _run_faster(gt, image_ids, category_ids, xywh, scores)
     out.engine_seconds = time.perf_counter() - start
@@ -214,6 +240,48 @@ def _run_pycocotools(gt, image_ids, category_ids, xywh, scores) -> CocoEvalOutpu
         cat_ids=[int(c) for c in evaluator.params.catIds],
         backend=f"pycocotools {_version('pycocotools')}",
         summary=summary.getvalue(),
+    )
+
+
+# ----------------------------------------------------------------------------- hotcoco
+
+
+def _run_hotcoco(gt, image_ids, category_ids, xywh, scores) -> CocoEvalOutput:
+    """hotcoco's ``COCOeval`` over the detections as one ``[N, 7]`` array.
+
+    ``load_res`` of an array follows pycocotools' ``loadNumpyAnnotations`` + ``loadRes``:
+    annotation ids ``1..N`` in array order, area ``w * h``, no crowd.
+    """
+    import hotcoco
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink):
+        coco_gt = hotcoco.COCO(gt)  # copied into Rust; the dict is not modified
+        columns = np.empty((len(scores), 7), dtype=np.float64)
+        columns[:, 0] = image_ids
+        columns[:, 1:5] = xywh
+        columns[:, 5] = scores
+        columns[:, 6] = category_ids
+        coco_dt = coco_gt.load_res(columns)
+        timings["load"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        evaluator = hotcoco.COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        timings["evaluate"] = time.perf_counter() - t0
+    precision = np.asarray(evaluator.eval["precision"], dtype=np.float64)
+    recall = np.asarray(evaluator.eval["recall"], dtype=np.float64)
+    stats = summarize_coco(precision, recall)
+    return CocoEvalOutput(
+        stats=stats,
+        precision=precision,
+        recall=recall,
+        cat_ids=[int(c) for c in evaluator.params.catIds],
+        backend=f"hotcoco {_version('hotcoco')}",
+        summary=format_coco_summary(stats),
+        details=timings,
     )
 
 
