@@ -150,7 +150,7 @@ def _time(fn, warmup: int, iters: int, post: list[float] | None = None) -> list[
     return times
 
 
-def _graph_post_share(path: str, x: np.ndarray, spec: dict[str, Any], rounds: int = 6) -> float:
+def _graph_post_share(path: str, x: np.ndarray, spec: dict[str, Any], rounds: int = 12) -> float:
     """Share of decode + NMS in the ONNX Runtime call of an NMS graph.
 
     It cannot be timed from outside one graph, so the network part (``images`` to
@@ -174,7 +174,7 @@ def _graph_post_share(path: str, x: np.ndarray, spec: dict[str, Any], rounds: in
     for r in range(rounds + 1):
         for i, session in enumerate(sessions):
             times = []
-            for _ in range(spec["iters"]):
+            for _ in range(max(spec["iters"], 30)):
                 t0 = time.perf_counter()
                 session.run(None, {"images": x})
                 times.append(time.perf_counter() - t0)

@@ -118,7 +118,9 @@ def test_pycocotools_backend_equals_pycocotools(coco_case):
     assert "pycocotools COCOeval" in m["protocol"]
 
 
-@pytest.mark.parametrize(("backend", "name"), [("faster", "faster-coco-eval"), ("hotcoco", "hotcoco")])
+@pytest.mark.parametrize(
+    ("backend", "name"), [("faster", "faster-coco-eval"), ("hotcoco", "hotcoco")]
+)
 def test_fast_backends_agree_with_pycocotools(coco_case, backend, name):
     gt_path, res_path, ref, _ = coco_case
     m = evaluate_results_file(res_path, ann_file=gt_path, backend=backend)

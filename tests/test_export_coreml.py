@@ -18,6 +18,8 @@ import torchvision  # noqa: F401  (before coremltools, which imports TensorFlow)
 
 pytest.importorskip("coremltools")
 
+from export_common import CLASSES, POST, tiny_model
+
 from detector.engine.checkpoint import save_checkpoint
 from detector.export import (
     ExportError,
@@ -34,26 +36,13 @@ from detector.export.coreml_format import (
     coreml_output_names,
 )
 from detector.export.images import generated_images, preprocess
-from detector.models import ssd_mobilenet_v1
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (128, 160)
-CLASSES = ["circle", "square", "triangle"]
-POST = {"score_thresh": 0.05, "nms_thresh": 0.45, "topk_candidates": 100, "max_detections": 50}
 
 
 def _tiny_model(seed: int = 0):
-    """alpha 0.25 at 128x160 with sharpened class predictors and non-trivial BatchNorm."""
-    torch.manual_seed(seed)
-    model = ssd_mobilenet_v1(len(CLASSES), alpha=0.25, image_size=SIZE)
-    with torch.no_grad():
-        for p in model.head.class_predictors:
-            p.weight.mul_(6.0)
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    return tiny_model(SIZE, seed=seed, random_batchnorm=True)
 
 
 @pytest.fixture(scope="module")

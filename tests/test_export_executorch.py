@@ -15,6 +15,8 @@ import torch
 
 pytest.importorskip("executorch")
 
+from export_common import CLASSES, POST, tiny_model
+
 from detector.engine.checkpoint import save_checkpoint
 from detector.export import (
     ExportError,
@@ -26,22 +28,13 @@ from detector.export import (
 )
 from detector.export.executorch_format import ExecuTorchRunner, export_executorch
 from detector.export.images import generated_images, preprocess
-from detector.models import ssd_mobilenet_v1
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (128, 128)
-CLASSES = ["circle", "square", "triangle"]
-POST = {"score_thresh": 0.05, "nms_thresh": 0.45, "topk_candidates": 100, "max_detections": 50}
 
 
 def _tiny_model(seed: int = 0):
-    """alpha 0.25 at 128x128 with sharpened class predictors (confident detections to compare)."""
-    torch.manual_seed(seed)
-    model = ssd_mobilenet_v1(len(CLASSES), alpha=0.25, image_size=SIZE)
-    with torch.no_grad():
-        for p in model.head.class_predictors:
-            p.weight.mul_(6.0)
-    return model.eval()
+    return tiny_model(SIZE, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
+from export_common import CLASSES, POST, tiny_model
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
@@ -38,25 +39,14 @@ from detector.export import (
 from detector.export.images import generated_images, preprocess
 from detector.export.onnx_format import OnnxRunner
 from detector.export.schema import options_from_hydra, register_export_schemas
-from detector.models import ssd_mobilenet_v1
 from detector.postprocess import postprocess_detections
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (128, 128)
-CLASSES = ["circle", "square", "triangle"]
-# Small post-processing settings keep the in-graph NMS cheap; the logic is the same at any size.
-POST = {"score_thresh": 0.05, "nms_thresh": 0.45, "topk_candidates": 100, "max_detections": 50}
 
 
 def _tiny_model(score_fn: str = "softmax", seed: int = 0):
-    """alpha 0.25 at 128x128 with sharpened class predictors, so that a randomly initialised
-    model gives confident, image-dependent detections to compare."""
-    torch.manual_seed(seed)
-    model = ssd_mobilenet_v1(len(CLASSES), alpha=0.25, image_size=SIZE, score_fn=score_fn)
-    with torch.no_grad():
-        for p in model.head.class_predictors:
-            p.weight.mul_(6.0)
-    return model.eval()
+    return tiny_model(SIZE, score_fn=score_fn, seed=seed)
 
 
 def _reference(model, images: np.ndarray, sizes, **post):

@@ -22,6 +22,8 @@ import torch
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
 
+from export_common import CLASSES, POST, tiny_model
+
 from detector.engine.checkpoint import save_checkpoint
 from detector.export import (
     ExportError,
@@ -32,15 +34,12 @@ from detector.export import (
 )
 from detector.export.images import generated_images, preprocess
 from detector.export.tflite_format import TFLiteRunner
-from detector.models import ssd_mobilenet_v1
 from detector.postprocess import postprocess_detections
 from detector.predict import DetectSchema, run_detect
 from detector.runtime import TFLiteDetector, iou_matrix, load_detector, preprocess_image
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (160, 160)
-CLASSES = ["circle", "square", "triangle"]
-POST = {"score_thresh": 0.05, "nms_thresh": 0.45, "topk_candidates": 100, "max_detections": 50}
 ENV = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO)}
 
 BLOCK_TORCH = """
@@ -65,13 +64,7 @@ print(json.dumps({k: np.asarray(v).tolist() for k, v in out.items()}))
 
 
 def _tiny_model(seed: int = 0):
-    """alpha 0.25 at 160x160 with sharpened class predictors (confident detections)."""
-    torch.manual_seed(seed)
-    model = ssd_mobilenet_v1(len(CLASSES), alpha=0.25, image_size=SIZE)
-    with torch.no_grad():
-        for p in model.head.class_predictors:
-            p.weight.mul_(6.0)
-    return model.eval()
+    return tiny_model(SIZE, seed=seed)
 
 
 @pytest.fixture(scope="module")
