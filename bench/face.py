@@ -49,8 +49,6 @@ import argparse
 import json
 import os
 import re
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +56,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import WorkerProcess, block_stats, cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DETECTOR_SHARED_DATA") or REPO.parent / "shared" / "data")
@@ -561,55 +562,29 @@ def worker(spec: dict[str, Any]) -> None:
         print(json.dumps({"times": times, "faces": faces[-1] if faces else None}), flush=True)
 
 
-class _Worker:
+class _Worker(WorkerProcess):
     """A row's measuring process: set up once, then timed blocks of calls on request."""
 
     def __init__(self, spec: dict[str, Any], threads: int) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-        self.proc = subprocess.Popen(
-            cmd, env=env, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
+        super().__init__(__file__, spec, threads)
         self.blocks: dict[str, list[list[float]]] = {"net": [], "e2e": []}
         self.faces: int | None = None
-        self.error: str | None = None
 
     def wait_ready(self) -> None:
-        self._read()
-
-    def _read(self) -> dict[str, Any] | None:
-        line = self.proc.stdout.readline()
-        if not line:
-            self.error = f"worker exited with status {self.proc.wait()}"
-            return None
-        return json.loads(line)
+        self.read()
 
     def block(self, kind: str, iters: int) -> None:
-        if self.error:
-            return
-        self.proc.stdin.write(f"run {kind} {iters}\n")
-        self.proc.stdin.flush()
-        out = self._read()
+        out = self.request(f"run {kind} {iters}")
         if out:
             self.blocks[kind].append(out["times"])
             if out["faces"] is not None:
                 self.faces = out["faces"]
 
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.flush()
-            self.proc.wait(timeout=60)
-
     def result(self, kind: str) -> dict[str, float] | None:
         blocks = self.blocks[kind]
         if self.error or not blocks:
             return None
-        every = [t for b in blocks for t in b]
-        return {
-            "best": min(statistics.median(b) for b in blocks),
-            "median": statistics.median(every),
-        }
+        return block_stats(blocks)
 
 
 # =================================================================================== parent
@@ -837,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
         "OpenCV DNN."
     )
     print(
-        f"machine: {os.cpu_count()} CPUs, {_cpu_name()}; 1-min load average {load_start:.1f} at "
+        f"machine: {os.cpu_count()} CPUs, {cpu_name()}; 1-min load average {load_start:.1f} at "
         f"start, {os.getloadavg()[0]:.1f} at end; torch {torch.__version__}, onnxruntime "
         f"{onnxruntime.__version__}, OpenCV {cv2.__version__}"
         + ("  [--quick: figures meaningless]" if args.quick else "")
@@ -889,16 +864,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"total bench time {time.perf_counter() - started:.0f} s")
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

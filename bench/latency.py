@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import WorkerProcess, block_stats, cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -314,46 +316,24 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-class _Worker:
+class _Worker(WorkerProcess):
     """A row's measuring process: set up once, then runs timed blocks on request."""
 
     def __init__(self, spec: dict[str, Any], threads: int) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-        self.proc = subprocess.Popen(
-            cmd, env=env, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
+        super().__init__(__file__, spec, threads)
         self.blocks: list[list[float]] = []
         self.post: list[float] = []
         self.dets = float("nan")
-        self.error: str | None = None
-        ready = self._read()
+        ready = self.read()
         self.first = ready.get("first", float("nan")) if ready else float("nan")
         self.fixed_post_share = ready.get("post_share") if ready else None
 
-    def _read(self) -> dict[str, Any] | None:
-        line = self.proc.stdout.readline()
-        if not line:
-            self.error = f"worker exited with status {self.proc.wait()}"
-            return None
-        return json.loads(line)
-
     def block(self, iters: int) -> None:
-        if self.error:
-            return
-        self.proc.stdin.write(f"run {iters}\n")
-        self.proc.stdin.flush()
-        out = self._read()
+        out = self.request(f"run {iters}")
         if out:
             self.blocks.append(out["times"])
             self.post += out.get("post", [])
             self.dets = out["dets"]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.flush()
-            self.proc.wait(timeout=60)
 
     def result(self) -> dict[str, Any]:
         if self.error or not self.blocks:
@@ -362,8 +342,7 @@ class _Worker:
         post_share = sum(self.post) / sum(every) if self.post else self.fixed_post_share
         return {
             "post_share": post_share,
-            "best": min(statistics.median(b) for b in self.blocks),
-            "median": statistics.median(every),
+            **block_stats(self.blocks),
             "p90": float(np.percentile(every, 90)),
             "first": self.first,
             "dets": self.dets,
@@ -599,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.getloadavg()[0]:.1f} at end (other processes share these CPUs)"
     )
     print(
-        f"torch {torch.__version__}, CPU: {_cpu_name()}; ours: {args.size}x{args.size}, "
+        f"torch {torch.__version__}, CPU: {cpu_name()}; ours: {args.size}x{args.size}, "
         f"{args.num_classes} classes, score_thresh {args.score_thresh:g}, top-k 400, NMS 0.45, "
         f"{args.max_detections} dets"
     )
@@ -681,16 +660,6 @@ def _print_goals(results: dict, labels: list[str], net_ms: float | None) -> None
         if shares:
             parts.append("decode + NMS share " + ", ".join(shares) + " (goal <= 20%)")
         print(f"{lab}: " + "; ".join(parts))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":
