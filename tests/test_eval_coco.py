@@ -398,6 +398,26 @@ def test_backend_resolution(monkeypatch):
         resolve_backend("detectron")
 
 
+def test_auto_falls_back_when_hotcoco_rejects_the_input(coco_case, monkeypatch):
+    """``auto`` still gives pycocotools' numbers (with a warning) if hotcoco raises; an explicit
+    ``backend="hotcoco"`` raises."""
+    import hotcoco
+
+    gt_path, res_path, ref, _ = coco_case
+
+    class Rejecting:
+        def __init__(self, *args, **kwargs):
+            raise ValueError("unsupported annotation")
+
+    monkeypatch.setattr(hotcoco, "COCO", Rejecting)
+    with pytest.warns(EvaluationWarning, match="using backend 'faster' instead"):
+        m = evaluate_results_file(res_path, ann_file=gt_path, backend="auto")
+    assert m["backend"].startswith("faster-coco-eval")
+    np.testing.assert_allclose([m[k] for k in COCO_STAT_KEYS], ref.stats, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="unsupported annotation"):
+        evaluate_results_file(res_path, ann_file=gt_path, backend="hotcoco")
+
+
 def test_process_validates_predictions(coco_case):
     gt_path, _, _, _ = coco_case
     ev = CocoEvaluator(None, ann_file=gt_path)

@@ -180,7 +180,8 @@ class CocoEvaluator:
     ) -> None:
         if (ann_file is None) == (records is None):
             raise ValueError("give exactly one of ann_file and records")
-        self.backend = resolve_backend(backend)
+        resolve_backend(backend)  # unknown names and missing packages fail here, not later
+        self.backend = backend
         self.strict = strict
         if ann_file is not None:
             self.gt_source = str(ann_file)

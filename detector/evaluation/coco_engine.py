@@ -33,13 +33,14 @@ import copy
 import importlib.metadata
 import io
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from detector.evaluation.base import gc_paused
+from detector.evaluation.base import EvaluationWarning, gc_paused
 
 __all__ = [
     "AREA_RANGES",
@@ -165,18 +166,34 @@ def run_coco_bbox(
         category_ids: ``[N]`` int category id of every detection (must be in ``gt``).
         xywh: ``[N, 4]`` float64 boxes ``[x, y, w, h]``.
         scores: ``[N]`` float64 scores.
-        backend: ``"auto"``, ``"pycocotools"`` or ``"faster"``.
+        backend: ``"auto"``, ``"pycocotools"``, ``"faster"`` or ``"hotcoco"``. When ``"auto"``
+            picks hotcoco and hotcoco rejects the input, faster-coco-eval (else pycocotools)
+            evaluates it, with an :class:`EvaluationWarning`.
 
     Returns:
         The accumulated arrays and summary numbers.
     """
-    backend = resolve_backend(backend)
+    requested, backend = backend, resolve_backend(backend)
     start = time.perf_counter()
     with gc_paused():
         if backend == "pycocotools":
             out = _run_pycocotools(gt, image_ids, category_ids, xywh, scores)
         elif backend == "hotcoco":
-            out = _run_hotcoco(gt, image_ids, category_ids, xywh, scores)
+            try:
+                out = _run_hotcoco(gt, image_ids, category_ids, xywh, scores)
+            except (ValueError, TypeError, RuntimeError) as exc:
+                if requested != "auto":
+                    raise
+                # "auto" picked hotcoco: an input it rejects still gets the reference numbers.
+                fallback = "faster" if faster_available() else "pycocotools"
+                warnings.warn(
+                    f"hotcoco could not evaluate this input ({type(exc).__name__}: {exc}); "
+                    f"using backend {fallback!r} instead",
+                    EvaluationWarning,
+                    stacklevel=3,
+                )
+                run = _run_faster if fallback == "faster" else _run_pycocotools
+                out = run(gt, image_ids, category_ids, xywh, scores)
         else:
             out = _run_faster(gt, image_ids, category_ids, xywh, scores)
     out.engine_seconds = time.perf_counter() - start
