@@ -18,14 +18,13 @@ import torchvision  # noqa: F401  (before coremltools, which imports TensorFlow)
 
 pytest.importorskip("coremltools")
 
-from export_common import CLASSES, POST, tiny_model
+from export_common import CLASSES, POST, assert_fails_before_work, tiny_model
 
 from detector.engine.checkpoint import save_checkpoint
 from detector.export import (
     ExportError,
     ExportOptions,
     ExportWrapper,
-    export_checkpoint,
     export_model,
     read_sidecar,
 )
@@ -151,16 +150,8 @@ def test_float16_program_keeps_float32_io(model, tmp_path) -> None:
     ],
 )
 def test_unsupported_options_fail_before_work(kwargs, message, tmp_path, monkeypatch) -> None:
-    import detector.engine.checkpoint as ckpt
-
-    def must_not_load(*args, **kw):
-        raise AssertionError("the checkpoint was read before the request was checked")
-
-    monkeypatch.setattr(ckpt, "load_detector", must_not_load)
     options = ExportOptions(format="coreml", **kwargs)
-    with pytest.raises(ExportError, match=message):
-        export_checkpoint(tmp_path / "missing.pt", tmp_path, options, log=None)
-    assert not any(tmp_path.iterdir())
+    assert_fails_before_work(options, message, tmp_path, monkeypatch)
 
 
 @pytest.mark.skipif(not can_run_coreml(), reason="Core ML runs only on macOS")

@@ -15,14 +15,12 @@ import torch
 
 pytest.importorskip("executorch")
 
-from export_common import CLASSES, POST, tiny_model
+from export_common import CLASSES, POST, assert_fails_before_work, tiny_model
 
 from detector.engine.checkpoint import save_checkpoint
 from detector.export import (
-    ExportError,
     ExportOptions,
     ExportWrapper,
-    export_checkpoint,
     export_model,
     read_sidecar,
 )
@@ -85,16 +83,8 @@ def test_decoded_export_passes_verification(model, images, tmp_path) -> None:
     ],
 )
 def test_unsupported_options_fail_before_work(kwargs, message, tmp_path, monkeypatch) -> None:
-    import detector.engine.checkpoint as ckpt
-
-    def must_not_load(*args, **kw):
-        raise AssertionError("the checkpoint was read before the request was checked")
-
-    monkeypatch.setattr(ckpt, "load_detector", must_not_load)
     options = ExportOptions(format="executorch", **kwargs)
-    with pytest.raises(ExportError, match=message):
-        export_checkpoint(tmp_path / "missing.pt", tmp_path, options, log=None)
-    assert not any(tmp_path.iterdir())
+    assert_fails_before_work(options, message, tmp_path, monkeypatch)
 
 
 def test_export_py_writes_pte_and_sidecar(tmp_path) -> None:

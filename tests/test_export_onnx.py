@@ -18,7 +18,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from export_common import CLASSES, POST, tiny_model
+from export_common import CLASSES, POST, assert_fails_before_work, tiny_model
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
@@ -168,61 +168,71 @@ def test_dynamic_batch_one_and_three(images, nms_export) -> None:
             np.testing.assert_allclose(single[name][0], both[name][i], atol=1e-5)
 
 
+def _assert_equals_reference(
+    out: dict,
+    ref: list,
+    sizes,
+    *,
+    score_atol: float,
+    box_atol: float | None = None,
+    require_detections: bool = False,
+) -> None:
+    """Padded ``boxes/scores/labels/count`` equal the reference detections of every image: same
+    count (and at least one with ``require_detections``) and labels, scores within
+    ``score_atol``, pixel boxes within ``box_atol`` (not compared when None)."""
+    for i, det in enumerate(ref):
+        n = int(out["count"][i])
+        assert n == len(det["scores"])
+        assert n > 0 or not require_detections
+        np.testing.assert_array_equal(np.asarray(out["labels"][i, :n]), det["labels"])
+        np.testing.assert_allclose(np.asarray(out["scores"][i, :n]), det["scores"], atol=score_atol)
+        if box_atol is not None:
+            h, w = sizes[i]
+            scale = np.array([w, h, w, h], np.float32)
+            boxes = np.asarray(out["boxes"][i, :n]) * scale
+            np.testing.assert_allclose(boxes, det["boxes"], atol=box_atol)
+
+
+def _eager_nms(model, x: np.ndarray, post: dict) -> dict:
+    with torch.no_grad():
+        outputs = ExportWrapper(model, nms=True, **post)(torch.from_numpy(x))
+    return {k: v.numpy() for k, v in zip(("boxes", "scores", "labels", "count"), outputs)}
+
+
 def test_wrapper_matches_reference_in_eager(model, images) -> None:
     """The module an artifact reproduces equals postprocess_detections in PyTorch itself."""
     _, x, sizes = images
-    wrapper = ExportWrapper(model, nms=True, **POST)
-    with torch.no_grad():
-        boxes, scores, labels, count = wrapper(torch.from_numpy(x))
     *_, ref = _reference(model, x, sizes, **POST)
-    for i, det in enumerate(ref):
-        n = int(count[i])
-        h, w = sizes[i]
-        assert n == len(det["scores"])
-        np.testing.assert_array_equal(labels[i, :n].numpy(), det["labels"])
-        np.testing.assert_allclose(scores[i, :n].numpy(), det["scores"], atol=1e-6)
-        scale = np.array([w, h, w, h], np.float32)
-        np.testing.assert_allclose(boxes[i, :n].numpy() * scale, det["boxes"], atol=1e-3)
+    _assert_equals_reference(_eager_nms(model, x, POST), ref, sizes, score_atol=1e-6, box_atol=1e-3)
 
 
 @pytest.mark.parametrize("topk", [1, 4, 30])
 def test_wrapper_matches_reference_when_classes_exceed_topk(model, images, topk) -> None:
-    """More candidates per class than ``topk_candidates``: the graph runs NMS over all of them
-    and drops what ranks below top-k in its class; the result must be the reference's NMS over
-    the top-k alone."""
+    """More candidates per class than ``topk_candidates``: the graph zeroes the scores below
+    each crowded class's k-th best before one NMS over all classes; the result must be the
+    reference's NMS over the top-k alone."""
     _, x, sizes = images
     post = {**POST, "score_thresh": 0.01, "topk_candidates": topk, "max_detections": 40}
     with torch.no_grad():
         _, logits = model(torch.from_numpy(x))
     per_class = (logits.softmax(-1)[..., 1:] > post["score_thresh"]).sum(1)
-    assert int(per_class.min()) > topk  # every class is crowded: the rank cut-off matters
-    wrapper = ExportWrapper(model, nms=True, **post)
-    with torch.no_grad():
-        boxes, scores, labels, count = wrapper(torch.from_numpy(x))
+    assert int(per_class.min()) > topk  # every class is crowded: the top-k cut matters
     *_, ref = _reference(model, x, sizes, **post)
-    for i, det in enumerate(ref):
-        n = int(count[i])
-        assert n == len(det["scores"]) > 0
-        np.testing.assert_array_equal(labels[i, :n].numpy(), det["labels"])
-        np.testing.assert_allclose(scores[i, :n].numpy(), det["scores"], atol=1e-6)
-        h, w = sizes[i]
-        scale = np.array([w, h, w, h], np.float32)
-        np.testing.assert_allclose(boxes[i, :n].numpy() * scale, det["boxes"], atol=1e-3)
+    _assert_equals_reference(
+        _eager_nms(model, x, post), ref, sizes, score_atol=1e-6, box_atol=1e-3,
+        require_detections=True,
+    )  # fmt: skip
 
 
 def test_onnx_graph_matches_reference_when_classes_exceed_topk(model, images, tmp_path) -> None:
-    """The rank cut-off of crowded classes inside ONNX Runtime (dynamic shapes, batch 3)."""
+    """The top-k cut of crowded classes inside ONNX Runtime (dynamic shapes, batch 3)."""
     _, x, sizes = images
     post = {**POST, "score_thresh": 0.01, "topk_candidates": 4, "max_detections": 40}
     options = ExportOptions(nms=True, dynamic_batch=True, verify=False, **post)
     result = export_model(model, CLASSES, tmp_path, options, name="crowded", log=None)
     out = OnnxRunner(result.model_path)(x)
     *_, ref = _reference(model, x, sizes, **post)
-    for i, det in enumerate(ref):
-        n = int(out["count"][i])
-        assert n == len(det["scores"]) > 0
-        np.testing.assert_array_equal(out["labels"][i, :n], det["labels"])
-        np.testing.assert_allclose(out["scores"][i, :n], det["scores"], atol=1e-5)
+    _assert_equals_reference(out, ref, sizes, score_atol=1e-5, require_detections=True)
 
 
 @pytest.mark.parametrize("max_per_class", [1, 3, 1000])
@@ -345,15 +355,7 @@ def test_export_fails_loudly_when_verification_fails(model, tmp_path, monkeypatc
     ],
 )
 def test_unsupported_requests_fail_before_work(kwargs, message, tmp_path, monkeypatch) -> None:
-    import detector.engine.checkpoint as ckpt
-
-    def must_not_load(*args, **kw):
-        raise AssertionError("the checkpoint was read before the request was checked")
-
-    monkeypatch.setattr(ckpt, "load_detector", must_not_load)
-    with pytest.raises(ExportError, match=message):
-        export_checkpoint(tmp_path / "missing.pt", tmp_path, ExportOptions(**kwargs), log=None)
-    assert not any(tmp_path.iterdir())
+    assert_fails_before_work(ExportOptions(**kwargs), message, tmp_path, monkeypatch)
 
 
 def test_format_table_lists_every_format() -> None:

@@ -22,14 +22,18 @@ import torch
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
 
-from export_common import CLASSES, POST, tiny_model
+from export_common import (
+    CLASSES,
+    POST,
+    assert_fails_before_work,
+    assert_same_detections,
+    tiny_model,
+)
 
 from detector.engine.checkpoint import save_checkpoint
 from detector.export import (
-    ExportError,
     ExportOptions,
     ExportWrapper,
-    export_checkpoint,
     export_model,
 )
 from detector.export.images import generated_images, preprocess
@@ -109,19 +113,6 @@ def _torch_detections(model, image: np.ndarray, **post) -> dict[str, np.ndarray]
     return {k: v.numpy() for k, v in det.items()}
 
 
-def _assert_same(ours: dict, ref: dict, min_score: float = 0.3) -> None:
-    a = np.asarray(ours["scores"]) >= min_score
-    b = np.asarray(ref["scores"]) >= min_score
-    assert b.sum() > 0, "the test model should give confident detections"
-    assert a.sum() == b.sum()
-    np.testing.assert_array_equal(np.asarray(ours["labels"])[a], np.asarray(ref["labels"])[b])
-    ious = iou_matrix(np.asarray(ours["boxes"])[a], np.asarray(ref["boxes"])[b]).diagonal()
-    assert ious.min() >= 0.9
-    np.testing.assert_allclose(
-        np.asarray(ours["scores"])[a], np.asarray(ref["scores"])[b], atol=1e-4
-    )
-
-
 # ------------------------------------------------------------------------------- export
 def test_export_py_writes_tflite_sidecar_and_verdict(exported) -> None:
     proc = exported["proc"]
@@ -175,7 +166,7 @@ def test_decoded_export_passes_verification(tmp_path) -> None:
     np.testing.assert_allclose(out["scores"], scores.numpy(), atol=1e-4, rtol=0)
     det = TFLiteDetector.load(result.model_path)
     image = generated_images(1, seed=9, size=(100, 140))[0]
-    _assert_same(det(image), _torch_detections(model, image))
+    assert_same_detections(det(image), _torch_detections(model, image))
 
 
 @pytest.mark.parametrize(
@@ -187,17 +178,8 @@ def test_decoded_export_passes_verification(tmp_path) -> None:
     ],
 )
 def test_unsupported_options_fail_before_work(kwargs, message, tmp_path, monkeypatch) -> None:
-    import detector.engine.checkpoint as ckpt
-
-    def must_not_load(*args, **kw):
-        raise AssertionError("the checkpoint was read before the request was checked")
-
-    monkeypatch.setattr(ckpt, "load_detector", must_not_load)
-    with pytest.raises(ExportError, match=message):
-        export_checkpoint(
-            tmp_path / "missing.pt", tmp_path, ExportOptions(format="tflite", **kwargs), log=None
-        )
-    assert not any(tmp_path.iterdir())
+    options = ExportOptions(format="tflite", **kwargs)
+    assert_fails_before_work(options, message, tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
@@ -238,7 +220,7 @@ def test_runtime_matches_pytorch(exported) -> None:
     out = det(image)
     assert out["class_names"] == [CLASSES[i - 1] for i in out["labels"]]
     assert out["boxes"][:, [0, 2]].max() <= 160 and out["boxes"][:, [1, 3]].max() <= 96
-    _assert_same(out, _torch_detections(exported["model"], image))
+    assert_same_detections(out, _torch_detections(exported["model"], image))
     narrow = TFLiteDetector.load(exported["tflite"], score_thresh=0.5, max_detections=3)(image)
     assert len(narrow["scores"]) <= 3 and (narrow["scores"] > 0.5).all()
 
@@ -252,7 +234,7 @@ def test_runtime_without_torch(exported) -> None:
     lines = proc.stdout.strip().splitlines()
     assert lines[-2] == "TFLiteDetector"
     out = json.loads(lines[-1])
-    _assert_same(out, _torch_detections(exported["model"], _read(exported["image"])))
+    assert_same_detections(out, _torch_detections(exported["model"], _read(exported["image"])))
 
 
 def test_runtime_errors(exported, tmp_path) -> None:
@@ -322,4 +304,4 @@ def test_real_coco_model_exports_and_matches(shared_data, tmp_path) -> None:
     for path in sorted((shared_data / "images").glob("*.jpg"))[:4]:
         image = _read(path)
         ref = _torch_detections(converted.model, image, score_thresh=0.3, max_detections=100)
-        _assert_same(det(image), ref, min_score=0.5)
+        assert_same_detections(det(image), ref, min_score=0.5)

@@ -15,12 +15,14 @@ import torch
 
 pytest.importorskip("onnxruntime")
 
+from export_common import assert_same_detections
+
 from detector.engine.checkpoint import load_detector, save_checkpoint
 from detector.export import ExportOptions, export_checkpoint
 from detector.export.images import generated_images
 from detector.models import ssd_mobilenet_v1
 from detector.postprocess import postprocess_detections
-from detector.runtime import Detector, iou_matrix, preprocess_image, read_sidecar_file
+from detector.runtime import Detector, preprocess_image, read_sidecar_file
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["circle", "square", "triangle"]
@@ -81,19 +83,6 @@ def _torch_reference(ckpt: Path, image: np.ndarray) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in det.items()}
 
 
-def _assert_same(ours: dict, ref: dict, min_score: float = 0.3) -> None:
-    a = np.asarray(ours["scores"]) >= min_score
-    b = np.asarray(ref["scores"]) >= min_score
-    assert a.sum() > 0, "the test model should give confident detections"
-    assert a.sum() == b.sum()
-    np.testing.assert_array_equal(np.asarray(ours["labels"])[a], np.asarray(ref["labels"])[b])
-    ious = iou_matrix(np.asarray(ours["boxes"])[a], np.asarray(ref["boxes"])[b]).diagonal()
-    assert ious.min() >= 0.9
-    np.testing.assert_allclose(
-        np.asarray(ours["scores"])[a], np.asarray(ref["scores"])[b], atol=1e-4
-    )
-
-
 def _read(path: Path) -> np.ndarray:
     import cv2
 
@@ -110,7 +99,7 @@ def test_runtime_matches_pytorch(exported) -> None:
     assert out["class_names"] == [CLASSES[i - 1] for i in out["labels"]]
     # boxes are in original-image pixels (160 wide, 96 high)
     assert out["boxes"][:, [0, 2]].max() <= 160 and out["boxes"][:, [1, 3]].max() <= 96
-    _assert_same(out, _torch_reference(ckpt, image))
+    assert_same_detections(out, _torch_reference(ckpt, image))
 
 
 def test_runtime_without_torch(exported) -> None:
@@ -122,7 +111,7 @@ def test_runtime_without_torch(exported) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    _assert_same(out, _torch_reference(ckpt, _read(image_path)))
+    assert_same_detections(out, _torch_reference(ckpt, _read(image_path)))
 
 
 def test_overrides_and_errors(exported, tmp_path) -> None:
@@ -153,4 +142,4 @@ def test_runtime_graph_stages(exported, tmp_path, stage: str) -> None:
     image = _read(image_path)
     det = Detector.load(onnx_path)
     assert det.stage == ("decoded" if stage == "decode" else "nms")
-    _assert_same(det(image), _torch_reference(ckpt, image))
+    assert_same_detections(det(image), _torch_reference(ckpt, image))
