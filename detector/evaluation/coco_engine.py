@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import importlib.metadata
 import io
 import time
@@ -105,22 +106,22 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
-def faster_available() -> bool:
-    """Whether faster-coco-eval can be imported."""
+def _importable(module: str) -> bool:
     try:
-        import faster_coco_eval  # noqa: F401
+        importlib.import_module(module)
     except ImportError:
         return False
     return True
+
+
+def faster_available() -> bool:
+    """Whether faster-coco-eval can be imported."""
+    return _importable("faster_coco_eval")
 
 
 def hotcoco_available() -> bool:
     """Whether hotcoco can be imported."""
-    try:
-        import hotcoco  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _importable("hotcoco")
 
 
 _PACKAGES = {

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..postprocess import postprocess_detections
 from .formats import ExportError
 from .images import IMAGE_EXTENSIONS, preprocess, read_rgb
 from .numpy_post import detections_from_outputs
+from .verify import reference_detections
 
 __all__ = ["MapComparison", "compare_map", "find_annotations", "load_eval_dataset"]
 
@@ -187,18 +187,7 @@ def compare_map(
         x = preprocess(images, image_size)
         with torch.no_grad():
             deltas, logits = model(torch.from_numpy(x))
-        ref = postprocess_detections(
-            deltas,
-            logits,
-            model.anchors,
-            sizes,
-            score_fn=model.score_fn,
-            score_thresh=post["score_thresh"],
-            nms_thresh=post["nms_thresh"],
-            topk_candidates=post["topk_candidates"],
-            max_detections=post["max_detections"],
-            clip_boxes=post["clip_boxes"],
-        )
+        ref = reference_detections(model, deltas, logits, sizes, post)
         evaluators["reference"].process(ids, ref)
         evaluators["artifact"].process(ids, detections_from_outputs(run(x), sidecar, sizes))
     scores = {side: ev.evaluate() for side, ev in evaluators.items()}

@@ -45,7 +45,7 @@ from torch import nn
 
 from .formats import ExportError
 from .verify import Verdict
-from .wrapper import DecodedWithRaw, ExportWrapper, program_output_names
+from .wrapper import program_module, program_output_names
 
 __all__ = [
     "CoreMLRunner",
@@ -105,8 +105,7 @@ def export_coreml(
     names = coreml_output_names(stage)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = ExportWrapper(model, decode=stage == "decoded", **(post or {})).eval()
-    module: nn.Module = wrapper if stage == "raw" else DecodedWithRaw(wrapper).eval()
+    module = program_module(model, stage, post)
     h, w = model.image_size
     example = (torch.rand(1, 3, h, w),)
     precision = ct.precision.FLOAT32 if compute_precision == "float32" else ct.precision.FLOAT16

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .formats import ExportError
-from .wrapper import DecodedWithRaw, ExportWrapper
+from .wrapper import program_module
 from .wrapper import program_output_names as _program_output_names
 
 __all__ = ["ExecuTorchRunner", "export_executorch", "program_output_names"]
@@ -66,8 +66,7 @@ def export_executorch(
     names = program_output_names(stage)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = ExportWrapper(model, decode=stage == "decoded", **(post or {})).eval()
-    module: nn.Module = wrapper if stage == "raw" else DecodedWithRaw(wrapper).eval()
+    module = program_module(model, stage, post)
     h, w = model.image_size
     example = (torch.rand(1, 3, h, w),)
     try:

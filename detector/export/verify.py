@@ -149,6 +149,31 @@ def match_detections(
     return matched, total
 
 
+def reference_detections(
+    model, deltas: torch.Tensor, logits: torch.Tensor, sizes, post: Mapping[str, Any]
+) -> list[dict[str, torch.Tensor]]:
+    """PyTorch's detections from the model's raw outputs with a sidecar's ``postprocess``
+    settings: what an exported artifact is compared with.
+
+    Args:
+        sizes: ``(H, W)`` of each original image.
+        post: ``score_thresh``, ``nms_thresh``, ``topk_candidates``, ``max_detections``,
+            ``clip_boxes``.
+    """
+    return postprocess_detections(
+        deltas,
+        logits,
+        model.anchors,
+        sizes,
+        score_fn=model.score_fn,
+        score_thresh=post["score_thresh"],
+        nms_thresh=post["nms_thresh"],
+        topk_candidates=post["topk_candidates"],
+        max_detections=post["max_detections"],
+        clip_boxes=post["clip_boxes"],
+    )
+
+
 def _to_numpy(det: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in det.items()}
 
@@ -207,18 +232,7 @@ def verify_artifact(
                 d = float(np.abs(out[name].astype(np.float64) - ref[name]).max())
                 diffs[name] = max(diffs.get(name, 0.0), d)
                 scales[name] = max(scales.get(name, 0.0), float(np.abs(ref[name]).max()))
-        dets = postprocess_detections(
-            deltas,
-            logits,
-            model.anchors,
-            chunk_sizes,
-            score_fn=model.score_fn,
-            score_thresh=post["score_thresh"],
-            nms_thresh=post["nms_thresh"],
-            topk_candidates=post["topk_candidates"],
-            max_detections=post["max_detections"],
-            clip_boxes=post["clip_boxes"],
-        )
+        dets = reference_detections(model, deltas, logits, chunk_sizes, post)
         ref_dets += [_to_numpy(d) for d in dets]
         art_dets += detections_from_outputs(out, sidecar, chunk_sizes)
     matched, total = match_detections(ref_dets, art_dets, min_score=min_score, iou=iou)

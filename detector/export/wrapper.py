@@ -258,6 +258,13 @@ class DecodedWithRaw(nn.Module):
         return boxes, scores, box_deltas, class_logits
 
 
+def program_module(model: SSD, stage: str, post: dict | None = None) -> nn.Module:
+    """The module a fixed-graph program (ExecuTorch, Core ML) of ``stage`` is exported from:
+    outputs in :func:`program_output_names` order (BatchNorm folded, eval mode)."""
+    wrapper = ExportWrapper(model, decode=stage == "decoded", **(post or {})).eval()
+    return wrapper if stage == "raw" else DecodedWithRaw(wrapper).eval()
+
+
 def fold_batchnorm(module: nn.Module) -> nn.Module:
     """Fold every ``conv -> bn`` pair of :func:`detector.models.layers.conv_bn_act` in place.
 
