@@ -12,36 +12,7 @@ artifact in its runtime against PyTorch and prints the verdict; exits with statu
 when the request is not supported or an fp32 artifact does not match.
 """
 
-from __future__ import annotations
-
-import sys
-
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-from detector.export.schema import register_export_schemas
-
-register_export_schemas()  # export_schema, format/format_schema, postprocess/postprocess_schema
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="export")
-def main(cfg: DictConfig) -> None:
-    from detector.export import ExportError, export_checkpoint, format_table
-    from detector.export.schema import options_from_hydra
-
-    try:
-        checkpoint, options, use_ema = options_from_hydra(cfg)
-        result = export_checkpoint(
-            checkpoint, HydraConfig.get().runtime.output_dir, options, use_ema=use_ema
-        )
-    except ExportError as exc:
-        print(f"export failed: {exc}", file=sys.stderr)
-        if "checkpoint=" in str(exc) and "required" in str(exc):
-            print(f"\nformats:\n{format_table()}", file=sys.stderr)
-        sys.exit(1)
-    print(f"export OK: {result.model_path}")
-
+from detector.cli import export_main
 
 if __name__ == "__main__":
-    main()
+    export_main()

@@ -9,29 +9,7 @@ Examples::
     torchrun --nproc_per_node=2 train.py trainer.device=cpu
 """
 
-from __future__ import annotations
-
-from pathlib import Path
-
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-from detector.cli import friendly_errors
-from detector.config import from_hydra, register_schemas
-
-register_schemas()
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-@friendly_errors("train.py")
-def main(cfg: DictConfig) -> float:
-    from detector.engine.train import fit
-
-    spec = from_hydra(cfg)
-    metrics = fit(spec, Path(HydraConfig.get().runtime.output_dir))
-    return metrics.get("val/mAP", float("nan"))  # the objective for Hydra sweepers
-
+from detector.cli import train_main
 
 if __name__ == "__main__":
-    main()
+    train_main()

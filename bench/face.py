@@ -63,7 +63,7 @@ from _common import WorkerProcess, block_stats, cpu_name
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DETECTOR_SHARED_DATA") or REPO.parent / "shared" / "data")
 ULTRALIGHT_DIR = SHARED / "face_ultralight_slim320"
-FACE_YAML = REPO / "conf" / "experiment" / "face.yaml"
+FACE_YAML = REPO / "detector" / "conf" / "experiment" / "face.yaml"
 
 # Our face model when conf/experiment/face.yaml does not exist (the one place these are written).
 FACE_MODEL: dict[str, Any] = {

@@ -17,7 +17,7 @@ from .anchors import build_anchor_generator
 from .models import SSD, build_ssd, count_mult_adds, count_parameters
 from .models.build import ModelConfig
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def compose_config(overrides: list[str], config_name: str = "train"):

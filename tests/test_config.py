@@ -14,7 +14,7 @@ from omegaconf import open_dict
 from detector.config import TrainSchema, from_hydra, model_config_from, register_schemas
 from detector.models import build_ssd
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "detector" / "conf"
 # Groups of train.yaml (``format`` belongs to export.yaml and is tested there).
 GROUPS = sorted(
     p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("experiment", "format")

@@ -178,7 +178,7 @@ def test_hydra_format_coreml_maps_to_options(tmp_path) -> None:
 
     register_export_schemas()
     overrides = ["checkpoint=x.pt", "format=coreml", "decode=true"]
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "detector" / "conf")):
         cfg = compose("export", overrides=[*overrides, "format.compute_precision=float16"])
         with open_dict(cfg):
             cfg.pop("hydra", None)

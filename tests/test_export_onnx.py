@@ -384,7 +384,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 def _compose(overrides: list[str]):
     register_export_schemas()
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "detector" / "conf")):
         cfg = compose("export", overrides=overrides)
         with open_dict(cfg):
             cfg.pop("hydra", None)

@@ -32,7 +32,7 @@ from detector.data import WiderFace
 from detector.models import build_ssd
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
+CONF = REPO / "detector" / "conf"
 ENV = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO)}
 register_schemas()
 

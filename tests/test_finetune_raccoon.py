@@ -35,7 +35,7 @@ def test_raccoon_finetune_from_coco(shared_data: Path, tmp_path: Path) -> None:
     coco = tmp_path / "coco_ssd_mobilenet_v1.pt"
     convert_tflite_file(tflite_dir / "detect.tflite", coco, tflite_dir / "coco_labels.txt")
     root = shared_data / "datasets" / "raccoon_dataset"
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "detector" / "conf")):
         cfg = compose(
             "train",
             overrides=["experiment=raccoon_finetune", f"dataset.root={root}", f"init={coco}"],

@@ -32,7 +32,7 @@ def tiny_synthetic(tmp_path_factory) -> Path:
 
 
 def _spec(root: Path, *overrides: str) -> TrainSchema:
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "detector" / "conf")):
         cfg = compose(
             "train",
             overrides=[
