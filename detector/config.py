@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional  # noqa: UP035 - OmegaConf reads typing generics
 
 from .anchors import AnchorSettings
+from .data import DATASETS, DatasetConfig
 from .models.build import ModelConfig
 
 __all__ = [
     "AnchorsSchema",
     "AugmentSchema",
     "BackboneSchema",
-    "DatasetSchema",
     "EvalSchema",
     "HeadSchema",
     "OptimizerSchema",
@@ -85,44 +85,6 @@ class AnchorsSchema:
     steps: List[float] = field(default_factory=list)
     offset: float = 0.5
     clip: bool = False
-
-
-@dataclass
-class DatasetSchema:
-    kind: str = "synthetic"  # synthetic | coco | voc | folder | widerface
-    root: Optional[str] = None  # dataset root (synthetic: where it is generated and cached)
-    # COCO / custom COCO JSON
-    train_ann_file: Optional[str] = None
-    val_ann_file: Optional[str] = None
-    train_images: Optional[str] = None
-    val_images: Optional[str] = None
-    keep_empty: bool = False  # keep images without annotations (training)
-    # VOC
-    train_years: List[str] = field(default_factory=lambda: ["2007", "2012"])
-    train_split: str = "trainval"
-    val_years: List[str] = field(default_factory=lambda: ["2007"])
-    val_split: str = "test"
-    keep_difficult: bool = False
-    # custom folders
-    labels_file: Optional[str] = None
-    train_list: Optional[str] = None
-    val_list: Optional[str] = None
-    val_ratio: float = 0.1
-    # WIDER FACE
-    min_face_size: float = 0.0  # faces with a shorter side below this (px) are ignored
-    max_blur: int = 2  # faces with a blur flag above this (0 clear, 1 normal, 2 heavy) are ignored
-    # official eval_tools ground_truth/ (wider_face_val.mat, wider_{easy,medium,hard}_val.mat):
-    # eval=widerface then gives easy/medium/hard AP; null: plain AP over the val records
-    eval_gt_dir: Optional[str] = None
-    # synthetic
-    num_train: int = 2000
-    num_val: int = 200
-    seed: int = 0
-    # eval.py: the annotation file a results file is scored against (default: val_ann_file)
-    ann_file: Optional[str] = None
-    # shared
-    classes: Optional[List[str]] = None  # restrict / order classes (None = from the data)
-    eval: str = "coco"  # evaluator: coco | voc07 | voc | widerface
 
 
 @dataclass
@@ -192,7 +154,9 @@ class TrainSchema:
     backbone: BackboneSchema = field(default_factory=BackboneSchema)
     head: HeadSchema = field(default_factory=HeadSchema)
     anchors: AnchorsSchema = field(default_factory=AnchorsSchema)
-    dataset: DatasetSchema = field(default_factory=DatasetSchema)
+    # The group option's own schema (CocoDatasetConfig, ...) takes this base's place when the
+    # config is composed (OmegaConf merges a subclass into its base, never across siblings).
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
     augment: AugmentSchema = field(default_factory=AugmentSchema)
     optimizer: OptimizerSchema = field(default_factory=OptimizerSchema)
     scheduler: SchedulerSchema = field(default_factory=SchedulerSchema)
@@ -211,7 +175,7 @@ class TrainSchema:
 class EvalSchema:
     """``eval.py``: a checkpoint on a dataset's validation split, or a results file."""
 
-    dataset: DatasetSchema = field(default_factory=DatasetSchema)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
     postprocess: PostprocessSchema = field(default_factory=PostprocessSchema)
     checkpoint: Optional[str] = None  # evaluate this model ...
     detections: Optional[str] = None  # ... or this COCO-format results file
@@ -237,7 +201,6 @@ def register_schemas() -> None:
         ("backbone", BackboneSchema),
         ("head", HeadSchema),
         ("anchors", AnchorsSchema),
-        ("dataset", DatasetSchema),
         ("augment", AugmentSchema),
         ("optimizer", OptimizerSchema),
         ("scheduler", SchedulerSchema),
@@ -245,6 +208,8 @@ def register_schemas() -> None:
         ("postprocess", PostprocessSchema),
     ):
         cs.store(group=group, name=f"{group}_schema", node=node)
+    for kind in DATASETS.values():  # conf/dataset/<option>.yaml names its kind's schema
+        cs.store(group="dataset", name=f"{kind.name}_schema", node=kind.config)
 
 
 # ------------------------------------------------------------------------ plain side (library)

@@ -28,7 +28,7 @@ from detector.config import (
     model_config_from,
     register_schemas,
 )
-from detector.data import WiderFace
+from detector.data import WiderFace, WiderFaceDatasetConfig
 from detector.models import build_ssd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,9 +189,12 @@ def test_train_eval_detect_export(wider_root: Path, tmp_path: Path) -> None:
 
     # eval.py's path, with and without the subset files.
     for gt_dir, key in ((str(wider_root / "ground_truth"), "AP/hard"), (None, "AP/all")):
-        spec = EvalSchema(checkpoint=str(ckpt), metric="widerface", num_workers=0, device="cpu")
-        spec.dataset.kind, spec.dataset.root = "widerface", str(wider_root)
-        spec.dataset.min_face_size, spec.dataset.eval_gt_dir = 10.0, gt_dir
+        dataset = WiderFaceDatasetConfig(
+            root=str(wider_root), min_face_size=10.0, eval_gt_dir=gt_dir
+        )
+        spec = EvalSchema(
+            checkpoint=str(ckpt), metric="widerface", num_workers=0, device="cpu", dataset=dataset
+        )
         out = tmp_path / f"eval_{key.replace('/', '_')}"
         metrics = evaluate_checkpoint(spec, out)
         saved = json.loads((out / "metrics.json").read_text())

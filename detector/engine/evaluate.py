@@ -93,11 +93,11 @@ def evaluate_checkpoint(spec, out_dir: str | Path) -> dict[str, Any]:
         out_dir: run directory for ``metrics.json``, ``detections.json``, the per-class table and
             the precision/recall plot.
     """
-    from ..data import build_dataset
+    from ..data import dataset_from_config
     from ..evaluation import write_report
     from ..models import ModelConfig, build_ssd
     from .checkpoint import load_detector
-    from .data import dataset_options, make_val_loader, split_name
+    from .data import make_val_loader
     from .distributed import DistInfo
     from .train import resolve_device
 
@@ -111,8 +111,8 @@ def evaluate_checkpoint(spec, out_dir: str | Path) -> dict[str, Any]:
         resized = build_ssd(config)
         resized.load_state_dict(model.state_dict())
         model = resized.eval()
-    split = split_name(spec.dataset, "val") if spec.split == "val" else spec.split
-    dataset = build_dataset(spec.dataset.kind, split, **dataset_options(spec.dataset, "val"))
+    reader_split = None if spec.split == "val" else spec.split
+    dataset = dataset_from_config(spec.dataset, "val", reader_split=reader_split)
     if classes and list(dataset.classes) != list(classes):
         raise ValueError(
             f"{spec.checkpoint} was trained on classes {list(classes)} but the dataset has "
@@ -134,30 +134,29 @@ def evaluate_checkpoint(spec, out_dir: str | Path) -> dict[str, Any]:
 
 def evaluate_detections_file(spec, out_dir: str | Path) -> dict[str, Any]:
     """``eval.py detections=...``: score a COCO-format results file, no model and no images."""
-    from ..data import build_dataset
+    from ..data import dataset_from_config
     from ..evaluation import evaluate_results_file
-    from .data import dataset_options, split_name
 
     kind = spec.metric or spec.dataset.eval
-    ann_file = spec.dataset.ann_file
+    ann_file = getattr(spec.dataset, "ann_file", None)
     if kind == "widerface":  # the official .mat files need no dataset; plain AP its records
         from ..evaluation import build_evaluator
 
-        if spec.dataset.eval_gt_dir is not None:
-            evaluator = build_evaluator(kind, gt_dir=spec.dataset.eval_gt_dir)
+        gt_dir = getattr(spec.dataset, "eval_gt_dir", None)
+        if gt_dir is not None:
+            evaluator = build_evaluator(kind, gt_dir=gt_dir)
         else:
-            options = dataset_options(spec.dataset, "val")
-            dataset = build_dataset(spec.dataset.kind, split_name(spec.dataset, "val"), **options)
+            dataset = dataset_from_config(spec.dataset, "val")
             evaluator = evaluator_for(dataset, kind)
         return evaluator.evaluate_results_file(spec.detections, out_dir=out_dir)
     if kind == "coco" and ann_file is not None:
         return evaluate_results_file(
             spec.detections, ann_file=ann_file, kind="coco", backend=spec.backend, out_dir=out_dir
         )
-    options = dataset_options(spec.dataset, "val")
+    options = {}
     if spec.dataset.kind in ("coco", "synthetic"):
         options["check_files"] = False  # a results file needs annotations, not images
-    dataset = build_dataset(spec.dataset.kind, split_name(spec.dataset, "val"), **options)
+    dataset = dataset_from_config(spec.dataset, "val", **options)
     extra = _backend(spec) if kind == "coco" else {}
     if kind == "coco" and getattr(dataset, "ann_file", None) is not None:
         return evaluate_results_file(
