@@ -91,7 +91,7 @@ def test_a_new_kind_is_one_entry_plus_one_yaml(tmp_path: Path) -> None:
         assert isinstance(spec.dataset, _TinyConfig) and spec.dataset.size == 7
         data = dataset_from_config(spec.dataset, "val")
         assert built == [("val", 7)] and len(data) == 2
-        with pytest.raises(ValueError, match="must default to .other_name."):
+        with pytest.raises(ValueError, match=r"must default to .other_name."):
             register_dataset(DatasetKind("other_name", _TinyConfig, reader, options))
     finally:
         DATASETS.pop("tiny_test_kind", None)

@@ -61,7 +61,13 @@ from detector.data.transforms import (
     ssd_train,
     ssdlite_train,
 )
-from detector.data.voc import VOC_CLASSES, VocDatasetConfig, VOCDetection, parse_voc_xml, write_voc_xml
+from detector.data.voc import (
+    VOC_CLASSES,
+    VocDatasetConfig,
+    VOCDetection,
+    parse_voc_xml,
+    write_voc_xml,
+)
 from detector.data.widerface import WiderFace, WiderFaceDatasetConfig, parse_wider_gt
 
 __all__ = [
@@ -71,10 +77,10 @@ __all__ = [
     "VOC_CLASSES",
     "CocoDatasetConfig",
     "CocoDetection",
-    "DatasetConfig",
-    "DatasetKind",
     "DataWarning",
+    "DatasetConfig",
     "DatasetError",
+    "DatasetKind",
     "DetectionDataset",
     "DetectionTransform",
     "FolderDatasetConfig",
@@ -94,9 +100,9 @@ __all__ = [
     "bbox_params",
     "build_dataset",
     "build_transforms",
+    "collate_detection",
     "dataset_from_config",
     "dataset_kind",
-    "collate_detection",
     "eval_transform",
     "generate_synthetic",
     "load_coco_json",
@@ -105,9 +111,9 @@ __all__ = [
     "parse_wider_gt",
     "photometric_distort",
     "ratio_split",
-    "register_dataset",
     "read_labels_file",
     "read_split_list",
+    "register_dataset",
     "seed_transforms",
     "ssd_train",
     "ssdlite_train",
