@@ -18,7 +18,6 @@ from .data import DATASETS, DatasetConfig
 from .models.build import ModelConfig
 
 __all__ = [
-    "AnchorsSchema",
     "AugmentSchema",
     "BackboneSchema",
     "EvalSchema",
@@ -28,7 +27,6 @@ __all__ = [
     "SchedulerSchema",
     "TrainSchema",
     "TrainerSchema",
-    "anchor_settings_from",
     "from_hydra",
     "model_config_from",
     "register_schemas",
@@ -62,29 +60,6 @@ class HeadSchema:
     iou_threshold: float = 0.5
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
-
-
-@dataclass
-class AnchorsSchema:
-    """Mirror of :class:`detector.anchors.AnchorSettings` (see it for the meaning of fields)."""
-
-    style: str = "tf"
-    min_scale: float = 0.2
-    max_scale: float = 0.95
-    aspect_ratios: List[float] = field(default_factory=lambda: [1.0, 2.0, 0.5, 3.0, 1.0 / 3.0])
-    interpolated_scale_aspect_ratio: float = 1.0
-    reduce_boxes_in_lowest_layer: bool = True
-    min_sizes: List[float] = field(default_factory=lambda: [0.2, 0.35, 0.5, 0.65, 0.8, 0.95])
-    max_sizes: List[float] = field(default_factory=lambda: [0.0, 0.5, 0.65, 0.8, 0.95, 1.0])
-    sizes_per_layer: List[int] = field(default_factory=list)
-    caffe_aspect_ratios: List[float] = field(
-        default_factory=lambda: [2.0, 2.0, 3.0, 2.0, 3.0, 2.0, 3.0, 2.0, 3.0, 2.0, 3.0]
-    )
-    caffe_aspect_ratio_counts: List[int] = field(default_factory=lambda: [1, 2, 2, 2, 2, 2])
-    flip: bool = True
-    steps: List[float] = field(default_factory=list)
-    offset: float = 0.5
-    clip: bool = False
 
 
 @dataclass
@@ -153,7 +128,7 @@ class PostprocessSchema:
 class TrainSchema:
     backbone: BackboneSchema = field(default_factory=BackboneSchema)
     head: HeadSchema = field(default_factory=HeadSchema)
-    anchors: AnchorsSchema = field(default_factory=AnchorsSchema)
+    anchors: AnchorSettings = field(default_factory=AnchorSettings)
     # The group option's own schema (CocoDatasetConfig, ...) takes this base's place when the
     # config is composed (OmegaConf merges a subclass into its base, never across siblings).
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -200,7 +175,7 @@ def register_schemas() -> None:
     for group, node in (
         ("backbone", BackboneSchema),
         ("head", HeadSchema),
-        ("anchors", AnchorsSchema),
+        ("anchors", AnchorSettings),
         ("augment", AugmentSchema),
         ("optimizer", OptimizerSchema),
         ("scheduler", SchedulerSchema),
@@ -242,13 +217,6 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
-def anchor_settings_from(anchors: AnchorsSchema) -> AnchorSettings:
-    values = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in dataclasses.asdict(anchors).items()
-    }
-    return AnchorSettings(**values)
-
-
 def model_config_from(spec: TrainSchema, num_classes: int) -> ModelConfig:
     """The :class:`ModelConfig` described by a train/eval spec, for ``num_classes`` classes."""
     backbone, head = spec.backbone, spec.head
@@ -261,7 +229,7 @@ def model_config_from(spec: TrainSchema, num_classes: int) -> ModelConfig:
         image_size=tuple(spec.image_size),
         head=head.type,
         head_kernel_size=head.kernel_size,
-        anchors=anchor_settings_from(spec.anchors),
+        anchors=spec.anchors,
         activation=backbone.activation,
         padding=backbone.padding,
         extra_depths=tuple(head.extra_depths),
