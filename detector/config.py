@@ -16,6 +16,7 @@ from typing import Any, List, Optional  # noqa: UP035 - OmegaConf reads typing g
 from .anchors import AnchorSettings
 from .data import DATASETS, DatasetConfig
 from .models.build import ModelConfig
+from .postprocess_settings import PostprocessSettings
 
 __all__ = [
     "AugmentSchema",
@@ -23,7 +24,6 @@ __all__ = [
     "EvalSchema",
     "HeadSchema",
     "OptimizerSchema",
-    "PostprocessSchema",
     "SchedulerSchema",
     "TrainSchema",
     "TrainerSchema",
@@ -100,7 +100,6 @@ class TrainerSchema:
     epochs: int = 20
     batch_size: int = 32
     num_workers: int = 2
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto | none | bf16 | fp16 (auto: bf16 on CPU, fp16 on CUDA)
     channels_last: bool = True
     ema: bool = True
@@ -117,14 +116,6 @@ class TrainerSchema:
 
 
 @dataclass
-class PostprocessSchema:
-    score_thresh: float = 0.01
-    nms_thresh: float = 0.45
-    topk_candidates: int = 400
-    max_detections: int = 200
-
-
-@dataclass
 class TrainSchema:
     backbone: BackboneSchema = field(default_factory=BackboneSchema)
     head: HeadSchema = field(default_factory=HeadSchema)
@@ -136,8 +127,9 @@ class TrainSchema:
     optimizer: OptimizerSchema = field(default_factory=OptimizerSchema)
     scheduler: SchedulerSchema = field(default_factory=SchedulerSchema)
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
-    postprocess: PostprocessSchema = field(default_factory=PostprocessSchema)
+    postprocess: PostprocessSettings = field(default_factory=PostprocessSettings)
     image_size: List[int] = field(default_factory=lambda: [300, 300])  # (H, W)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (the same key in every command)
     mean: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     seed: int = 0
@@ -151,7 +143,7 @@ class EvalSchema:
     """``eval.py``: a checkpoint on a dataset's validation split, or a results file."""
 
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    postprocess: PostprocessSchema = field(default_factory=PostprocessSchema)
+    postprocess: PostprocessSettings = field(default_factory=PostprocessSettings)
     checkpoint: Optional[str] = None  # evaluate this model ...
     detections: Optional[str] = None  # ... or this COCO-format results file
     metric: Optional[str] = None  # coco | voc07 | voc | widerface (default: dataset.eval)
@@ -180,7 +172,7 @@ def register_schemas() -> None:
         ("optimizer", OptimizerSchema),
         ("scheduler", SchedulerSchema),
         ("trainer", TrainerSchema),
-        ("postprocess", PostprocessSchema),
+        ("postprocess", PostprocessSettings),
     ):
         cs.store(group=group, name=f"{group}_schema", node=node)
     for kind in DATASETS.values():  # conf/dataset/<option>.yaml names its kind's schema

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..config import PostprocessSchema
 from ..postprocess import postprocess_detections
+from ..postprocess_settings import PostprocessSettings
 
 __all__ = [
     "evaluate_checkpoint",
@@ -24,7 +24,7 @@ __all__ = [
 def run_inference(
     model: nn.Module,
     loader,
-    post: PostprocessSchema,
+    post: PostprocessSettings,
     device: torch.device,
     *,
     progress: bool = False,

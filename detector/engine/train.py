@@ -53,7 +53,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"trainer.device={name} but CUDA is not available")
+        raise RuntimeError(f"device={name} but CUDA is not available")
     return device
 
 
@@ -140,7 +140,7 @@ def fit(
     """
     out_dir = Path(out_dir)
     trainer = spec.trainer
-    device = resolve_device(trainer.device)
+    device = resolve_device(spec.device)
     info = init_distributed(device)
     if device.type == "cuda" and info.enabled:
         device = torch.device("cuda", info.local_rank)
