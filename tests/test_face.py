@@ -256,10 +256,8 @@ def test_cli_train_and_export(wider_root: Path, tmp_path: Path) -> None:
 def test_face_model_exports_to_tflite(tmp_path: Path) -> None:
     """The face model (4 levels, 4420 anchors, 320x240) through ``format=tflite``."""
     from detector.engine.checkpoint import save_checkpoint
-    from detector.export import FORMATS, ExportOptions, export_checkpoint
+    from detector.export import ExportOptions, export_checkpoint
 
-    if not getattr(FORMATS.get("tflite"), "implemented", False):
-        pytest.skip("format=tflite is not implemented in this version (FORMATS['tflite'])")
     spec = _compose()
     model = build_ssd(model_config_from(spec, num_classes=1)).eval()
     ckpt = tmp_path / "face.pt"
