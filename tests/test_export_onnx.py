@@ -368,6 +368,38 @@ def test_format_table_lists_every_format() -> None:
     assert check_request("onnx", nms=True, dynamic_batch=True).name == "onnx"
 
 
+def test_every_registered_format_has_a_config_and_back() -> None:
+    from detector.export import FORMATS
+
+    yamls = sorted(f.stem for f in (REPO / "detector" / "conf" / "format").glob("*.yaml"))
+    assert sorted(FORMATS) == yamls
+    for name, fmt in FORMATS.items():
+        assert fmt.name == name and fmt.stages[0] == "raw"
+
+
+def test_flat_options_build_the_one_config() -> None:
+    from detector.config import PostprocessSchema
+    from detector.export import ExportConfig, FormatConfig
+
+    flat = ExportOptions(
+        format="tflite", opset=17, score_thresh=0.3, quant_exclude=("first_conv",), verify=False
+    )
+    nested = ExportConfig(
+        format=FormatConfig(name="tflite", opset=17, quant_exclude=["first_conv"]),
+        postprocess=PostprocessSchema(score_thresh=0.3),
+        verify=False,
+    )
+    assert flat == nested
+    with pytest.raises(ExportError, match="unknown export options"):
+        ExportOptions(nmss=True)
+
+
+def test_import_detector_export_is_cheap() -> None:
+    code = "import sys, detector.export; assert 'torch' not in sys.modules, 'torch imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(ExportError, match=r"checkpoint=.*not found"):
         export_checkpoint(tmp_path / "nope.pt", tmp_path, ExportOptions(), log=None)
