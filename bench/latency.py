@@ -250,7 +250,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     elif engine in ("onnx_fp32", "onnx_int8"):
         from detector.export.images import preprocess
-        from detector.export.onnx_format import OnnxRunner
+        from detector.export.onnx_runner import OnnxRunner
 
         runner = OnnxRunner(spec["onnx"], threads=spec["threads"])
         size = tuple(spec["image_size"])
@@ -274,7 +274,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         sidecar = read_sidecar(artifact.with_suffix(".json"))
         size = tuple(spec["image_size"])
         if engine == "onnx_numpy":
-            from detector.export.onnx_format import OnnxRunner
+            from detector.export.onnx_runner import OnnxRunner
 
             runner = OnnxRunner(artifact, threads=spec["threads"])
         elif engine == "executorch":
@@ -282,9 +282,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
             runner = ExecuTorchRunner(artifact, stage="raw")
         else:
-            from detector.export.api import BACKENDS, ExportOptions
+            from detector.export import FORMATS, ExportOptions
 
-            runner = BACKENDS["tflite"].runner(artifact, ExportOptions(format="tflite"))
+            runner = FORMATS["tflite"].runner(artifact, ExportOptions(format="tflite"))
 
         def run() -> float:
             out = runner(preprocess([image], size))

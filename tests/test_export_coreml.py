@@ -183,8 +183,8 @@ def test_hydra_format_coreml_maps_to_options(tmp_path) -> None:
         with open_dict(cfg):
             cfg.pop("hydra", None)
     _, options, _ = options_from_hydra(cfg)
-    assert options.format == "coreml" and options.stage == "decoded"
-    assert options.compute_precision == "float16"
+    assert options.format.name == "coreml" and options.stage == "decoded"
+    assert options.format.compute_precision == "float16"
     assert options.check().name == "coreml"
 
 

@@ -37,7 +37,7 @@ from detector.export import (
     verify_artifact,
 )
 from detector.export.images import generated_images, preprocess
-from detector.export.onnx_format import OnnxRunner
+from detector.export.onnx_runner import OnnxRunner
 from detector.export.schema import options_from_hydra, register_export_schemas
 from detector.postprocess import postprocess_detections
 
@@ -318,7 +318,9 @@ def test_verification_catches_a_wrong_artifact(model, images, raw_export) -> Non
 
 
 def test_export_fails_loudly_when_verification_fails(model, tmp_path, monkeypatch) -> None:
-    import detector.export.api as api
+    import dataclasses
+
+    from detector.export import FORMATS
 
     def broken_runner(path, options):
         inner = OnnxRunner(path, raw_outputs=True)
@@ -330,8 +332,9 @@ def test_export_fails_loudly_when_verification_fails(model, tmp_path, monkeypatc
 
         return run
 
+    entry = FORMATS["onnx"]
     monkeypatch.setitem(
-        api.BACKENDS, "onnx", api._Backend(api._onnx_export, broken_runner, lambda o: 1)
+        FORMATS, "onnx", dataclasses.replace(entry, runner=broken_runner, batch_size=lambda c: 1)
     )
     with pytest.raises(ExportError, match="verification FAILED"):
         export_model(model, CLASSES, tmp_path, ExportOptions(num_verify_images=2, **POST), log=None)
@@ -365,9 +368,97 @@ def test_format_table_lists_every_format() -> None:
     assert check_request("onnx", nms=True, dynamic_batch=True).name == "onnx"
 
 
+def test_every_registered_format_has_a_config_and_back() -> None:
+    from detector.export import FORMATS
+
+    yamls = sorted(f.stem for f in (REPO / "detector" / "conf" / "format").glob("*.yaml"))
+    assert sorted(FORMATS) == yamls
+    for name, fmt in FORMATS.items():
+        assert fmt.name == name and fmt.stages[0] == "raw"
+
+
+def test_flat_options_build_the_one_config() -> None:
+    from detector.export import ExportConfig, FormatConfig
+    from detector.postprocess_settings import PostprocessSettings
+
+    flat = ExportOptions(
+        format="tflite", opset=17, score_thresh=0.3, quant_exclude=("first_conv",), verify=False
+    )
+    nested = ExportConfig(
+        format=FormatConfig(name="tflite", opset=17, quant_exclude=["first_conv"]),
+        postprocess=PostprocessSettings(score_thresh=0.3),
+        verify=False,
+    )
+    assert flat == nested
+    with pytest.raises(ExportError, match="unknown export options"):
+        ExportOptions(nmss=True)
+
+
+def test_import_detector_export_is_cheap() -> None:
+    code = "import sys, detector.export; assert 'torch' not in sys.modules, 'torch imported'"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(ExportError, match=r"checkpoint=.*not found"):
         export_checkpoint(tmp_path / "nope.pt", tmp_path, ExportOptions(), log=None)
+
+
+class _RunsCode:
+    """Unpickling this runs ``os.system``: what a hostile ``.pt`` carries."""
+
+    def __reduce__(self):
+        return (os.system, ("echo PWNED",))
+
+
+def _bad_checkpoints(folder: Path) -> dict[str, str]:
+    """Bad ``.pt`` files and the reason their one-line error gives."""
+    import pickle
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.pt").write_bytes(b"")
+    torch.save({"weights": torch.zeros(3)}, folder / "other.pt")
+    data = (folder / "other.pt").read_bytes()
+    (folder / "truncated.pt").write_bytes(data[: len(data) // 2])
+    (folder / "text.pt").write_text("not a checkpoint\n")
+    torch.save({"model": _RunsCode(), "model_config": {}}, folder / "hostile.pt")
+    (folder / "hostile_pickle.pt").write_bytes(pickle.dumps(_RunsCode()))
+    return {
+        "empty.pt": "empty file",
+        "other.pt": "not a detector checkpoint",
+        "truncated.pt": "truncated or corrupt",
+        "text.pt": "not a PyTorch checkpoint",
+        "hostile.pt": "refused",
+        "hostile_pickle.pt": "refused",
+    }
+
+
+def test_bad_checkpoints_are_one_clear_line(tmp_path, capfd) -> None:
+    for name, reason in _bad_checkpoints(tmp_path / "bad").items():
+        path = tmp_path / "bad" / name
+        with pytest.raises(ExportError) as info:
+            export_checkpoint(path, tmp_path / "out", ExportOptions(), log=None)
+        message = str(info.value)
+        assert message.startswith(f"checkpoint={path}: ") and reason in message, message
+        assert "\n" not in message and "weights_only" not in message, message
+    assert "PWNED" not in capfd.readouterr().out  # nothing in the hostile files ran
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_py_reports_a_bad_checkpoint_in_one_line(tmp_path) -> None:
+    _bad_checkpoints(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name in ("hostile.pt", "truncated.pt"):
+        cmd = [sys.executable, str(REPO / "export.py"), f"checkpoint={name}", "hydra.run.dir=out"]
+        proc = subprocess.run(
+            cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"export.py: error: checkpoint={name}: ")
+        assert "Traceback" not in proc.stderr and "weights_only" not in proc.stderr
+        assert "PWNED" not in proc.stdout
 
 
 # ------------------------------------------------------------------------------- export.py
@@ -404,13 +495,13 @@ def test_hydra_config_maps_to_options(tiny_checkpoint) -> None:
     )
     checkpoint, options, use_ema = options_from_hydra(cfg)
     assert checkpoint == str(tiny_checkpoint) and use_ema
-    assert options.format == "onnx" and options.nms and options.dynamic_batch
-    assert options.image_size == (160, 160) and options.score_thresh == 0.3
-    assert options.opset == 17 and options.stage == "nms"
+    assert options.format.name == "onnx" and options.nms and options.dynamic_batch
+    assert options.image_size == (160, 160) and options.postprocess.score_thresh == 0.3
+    assert options.format.opset == 17 and options.stage == "nms"
     with pytest.raises(Exception, match="nmss"):
         _compose([f"checkpoint={tiny_checkpoint}", "nmss=true"])  # typo fails at composition
     _, options, _ = options_from_hydra(_compose([f"checkpoint={tiny_checkpoint}", "format=tflite"]))
-    assert options.format == "tflite" and options.per_channel
+    assert options.format.name == "tflite" and options.format.per_channel
     with pytest.raises(ExportError, match="does not support nms=true"):
         options_from_hydra(
             _compose([f"checkpoint={tiny_checkpoint}", "format=tflite", "nms=true"])
@@ -599,13 +690,10 @@ def test_int8_export_reports_map_change(model, small_val, tmp_path) -> None:
 def test_quantization_options_shape_the_graph(model) -> None:
     import onnx
 
-    from detector.export.onnx_format import (
-        RAW_NAMES,
-        excluded_nodes,
-        export_graph,
-        quantize_onnx,
-    )
-    from detector.export.wrapper import fold_batchnorm
+    from detector.export import QuantizationConfig
+    from detector.export.onnx_format import export_graph
+    from detector.export.onnx_quantize import excluded_nodes, quantize_onnx
+    from detector.export.wrapper import RAW_NAMES, fold_batchnorm
 
     net, _ = export_graph(
         fold_batchnorm(_tiny_model()), (torch.rand(1, 3, *SIZE),), ["images"], list(RAW_NAMES)
@@ -620,15 +708,17 @@ def test_quantization_options_shape_the_graph(model) -> None:
         excluded_nodes(net, ["no_such_node"])
 
     calibration = [preprocess([im], SIZE) for im in generated_images(2, seed=1)]
-    q = quantize_onnx(net, calibration, exclude=["first_conv"])
+    q = quantize_onnx(net, calibration, QuantizationConfig(quant_exclude=["first_conv"]))
     first = next(n for n in q.graph.node if n.op_type == "Conv")
     producers = {o: n.op_type for n in q.graph.node for o in n.output}
     assert first.name == convs[0] and producers.get(first.input[1]) is None  # float weight
     later = [n for n in q.graph.node if n.op_type == "Conv"][1]
     assert producers[later.input[1]] == "DequantizeLinear"
-    qop = quantize_onnx(net, calibration, quant_format="qoperator")
+    qop = quantize_onnx(
+        net, calibration, QuantizationConfig(quant_format="qoperator", quant_exclude=[])
+    )
     ops = {n.op_type for n in qop.graph.node}
     assert "QLinearConv" in ops and "Conv" not in ops
     with pytest.raises(ExportError, match="unknown quant_format"):
-        quantize_onnx(net, calibration, quant_format="qdqx")
+        quantize_onnx(net, calibration, QuantizationConfig(quant_format="qdqx"))
     assert isinstance(q, onnx.ModelProto)

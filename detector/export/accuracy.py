@@ -21,12 +21,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from .formats import ExportError
+from .config import VerificationConfig
+from .errors import ExportError
 from .images import IMAGE_EXTENSIONS, preprocess, read_rgb
 from .numpy_post import detections_from_outputs
 from .verify import reference_detections
 
-__all__ = ["MapComparison", "compare_map", "find_annotations", "load_eval_dataset"]
+__all__ = [
+    "MapComparison",
+    "compare_map",
+    "find_annotations",
+    "load_eval_dataset",
+    "map_ground_truth",
+]
 
 #: Metrics compared, as (key in the report, key of CocoEvaluator.evaluate()).
 METRICS = (("mAP", "AP"), ("mAP50", "AP50"))
@@ -210,3 +217,14 @@ def compare_map(
         passed=not failures,
         failures=failures,
     )
+
+
+def map_ground_truth(config: VerificationConfig, dataset: Any | None) -> tuple[Any | None, str]:
+    """Ground truth for the int8 mAP check: ``dataset``, ``map_annotations``, or the
+    ``annotations.json`` next to ``verify_images``; ``(None, "")`` when there is none."""
+    if dataset is not None:
+        return dataset, getattr(dataset, "name", "the given dataset")
+    source = config.map_annotations or find_annotations(config.verify_images)
+    if not source:
+        return None, ""
+    return load_eval_dataset(source), str(source)

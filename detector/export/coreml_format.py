@@ -37,15 +37,21 @@ import platform
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .formats import ExportError
+from .config import PRECISIONS
+from .errors import ExportError
+from .registry import ExportFormat, ExportJob, register
 from .verify import Verdict
 from .wrapper import program_module, program_output_names
+
+if TYPE_CHECKING:
+    from ..models import SSD
+    from .config import ExportConfig
 
 __all__ = [
     "CoreMLRunner",
@@ -56,7 +62,6 @@ __all__ = [
     "spec_verdict",
 ]
 
-PRECISIONS = ("float32", "float16")
 #: ML Program dtype enum names (``ArrayFeatureType``) of the sidecar dtypes.
 _DTYPES = {"float32": "FLOAT32", "float16": "FLOAT16", "int32": "INT32"}
 
@@ -403,3 +408,47 @@ class CoreMLRunner:
             out = self.model.predict({"images": images[i : i + 1]})
             chunks.append([np.asarray(out[n], dtype=np.float32) for n in self.output_names])
         return {n: np.concatenate([c[j] for c in chunks]) for j, n in enumerate(self.output_names)}
+
+
+# ------------------------------------------------------------------------------ registry entry
+def _export(job: ExportJob) -> dict[str, Any]:
+    return export_coreml(
+        job.model,
+        job.path,
+        stage=job.config.stage,
+        post=job.config.postprocess_settings(),
+        compute_precision=job.config.format.compute_precision,
+    )
+
+
+def _runner(path: Path, config: ExportConfig) -> CoreMLRunner:
+    return CoreMLRunner(path, stage=config.stage)
+
+
+def _static_check(
+    path: Path, sidecar: dict[str, Any], model: SSD, precision: str
+) -> Verdict | None:
+    """The spec check where Core ML cannot run (Linux); None on macOS (run and compare)."""
+    if can_run_coreml():
+        _, failures, _ = check_coreml_spec(path, sidecar, model=model)
+        if failures:
+            raise ExportError(f"{path.name}: Core ML spec check failed: {'; '.join(failures)}")
+        return None
+    return spec_verdict(path, sidecar, model=model, precision=precision)
+
+
+register(
+    ExportFormat(
+        name="coreml",
+        suffix=".mlpackage",
+        runtime="Core ML (macOS only)",
+        stages=("raw", "decoded"),
+        requires=("coremltools",),
+        install="pip install coremltools",
+        notes="coremltools from torch.export (ML Program); on Linux the spec is checked, the "
+        "numerical check needs macOS",
+        export=_export,
+        runner=_runner,
+        static_check=_static_check,
+    )
+)

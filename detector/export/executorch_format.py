@@ -22,15 +22,19 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .formats import ExportError
+from .errors import ExportError
+from .registry import ExportFormat, ExportJob, register
 from .wrapper import program_module
 from .wrapper import program_output_names as _program_output_names
+
+if TYPE_CHECKING:
+    from .config import ExportConfig
 
 __all__ = ["ExecuTorchRunner", "export_executorch", "program_output_names"]
 
@@ -127,3 +131,28 @@ class ExecuTorchRunner:
                 )
             chunks.append([o.detach().numpy().copy() for o in out])
         return {n: np.concatenate([c[j] for c in chunks]) for j, n in enumerate(self.output_names)}
+
+
+# ------------------------------------------------------------------------------ registry entry
+def _export(job: ExportJob) -> dict[str, Any]:
+    post = job.config.postprocess_settings()
+    return export_executorch(job.model, job.path, stage=job.config.stage, post=post)
+
+
+def _runner(path: Path, config: ExportConfig) -> ExecuTorchRunner:
+    return ExecuTorchRunner(path, stage=config.stage)
+
+
+register(
+    ExportFormat(
+        name="executorch",
+        suffix=".pte",
+        runtime="ExecuTorch (XNNPACK)",
+        stages=("raw", "decoded"),
+        requires=("executorch",),
+        install="pip install executorch",
+        notes="torch.export + XNNPACK partitioner; verified in the ExecuTorch Python runtime",
+        export=_export,
+        runner=_runner,
+    )
+)

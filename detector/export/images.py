@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from .formats import ExportError
+from .errors import ExportError
+
+if TYPE_CHECKING:
+    from .config import ExportConfig
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -22,6 +26,7 @@ __all__ = [
     "image_batches",
     "list_images",
     "load_images",
+    "pick_images",
     "preprocess",
     "read_rgb",
     "sample_images",
@@ -130,3 +135,38 @@ def image_batches(
     """Preprocessed batches of ``batch`` images (the last one may be smaller)."""
     for i in range(0, len(images), batch):
         yield preprocess(images[i : i + batch], image_size)
+
+
+def pick_images(config: ExportConfig) -> tuple[list[np.ndarray] | None, list[np.ndarray], str]:
+    """Calibration images (or None, without ``int8``) and verification images, with a label of
+    where the verification images came from.
+
+    Verification uses ``verify_images`` when given; otherwise calibration-folder images that were
+    not used for calibration (all of them when the folder is small); otherwise generated images.
+    """
+    cal_paths: list[Path] = []
+    rest: list[Path] = []
+    calibration = None
+    if config.calibration not in (None, "", "synthetic"):
+        all_paths = list_images(config.calibration)
+        cal_paths = list_images(config.calibration, config.num_calibration_images)
+        chosen = set(cal_paths)
+        rest = [p for p in all_paths if p not in chosen]
+    if config.int8:
+        if config.calibration == "synthetic":
+            calibration = generated_images(config.num_calibration_images, seed=1)
+        else:
+            calibration = [read_rgb(p) for p in cal_paths]
+    n = config.num_verify_images
+    if config.verify_images not in (None, "", "synthetic"):
+        verify = [read_rgb(p) for p in list_images(config.verify_images, n)]
+        source = str(config.verify_images)
+    elif cal_paths:
+        pool = rest if rest else cal_paths
+        idx = np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int)
+        verify = [read_rgb(pool[i]) for i in sorted(set(idx.tolist()))]
+        source = str(config.calibration) + ("" if rest else " (same images as calibration)")
+    else:
+        verify = generated_images(n, seed=12345)
+        source = "generated images"
+    return calibration, verify, source

@@ -29,15 +29,19 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ..runtime.tflite_detector import TFLiteModel
-from .formats import ExportError
+from .errors import ExportError
+from .registry import ExportFormat, ExportJob, register
 from .wrapper import ExportWrapper, program_output_names
+
+if TYPE_CHECKING:
+    from .config import ExportConfig
 
 __all__ = ["TFLiteRunner", "export_tflite", "tflite_output_names"]
 
@@ -258,3 +262,37 @@ class TFLiteRunner(TFLiteModel):
             super().__init__(path, output_names=tflite_output_names(stage), threads=threads)
         except ValueError as exc:
             raise ExportError(str(exc)) from exc
+
+
+# ------------------------------------------------------------------------------ registry entry
+def _export(job: ExportJob) -> dict[str, Any]:
+    return export_tflite(
+        job.model,
+        job.path,
+        stage=job.config.stage,
+        post=job.config.postprocess_settings(),
+        calibration=job.calibration,
+        fp32_path=job.fp32_path,
+        per_channel=job.config.format.per_channel,
+    )
+
+
+def _runner(path: Path, config: ExportConfig) -> TFLiteRunner:
+    return TFLiteRunner(path, stage=config.stage, threads=config.threads)
+
+
+register(
+    ExportFormat(
+        name="tflite",
+        suffix=".tflite",
+        runtime="LiteRT interpreter",
+        stages=("raw", "decoded"),
+        int8=True,
+        requires=("litert_torch", "ai_edge_litert"),
+        install="pip install 'detector[export]'  (litert-torch, ai-edge-litert)",
+        notes="litert-torch conversion (NCHW input, named outputs); int8 = PT2E static "
+        "quantization of the network; verified in the ai-edge-litert interpreter",
+        export=_export,
+        runner=_runner,
+    )
+)

@@ -29,7 +29,8 @@ from torchvision.ops import batched_nms
 
 from ..box_ops import BoxCoder
 from ..models import SSD
-from .formats import STAGES, ExportError
+from .config import STAGES
+from .errors import ExportError
 
 __all__ = ["ExportWrapper", "Postprocess", "fold_batchnorm", "onnx_nms", "output_names"]
 
