@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from ..config import PostprocessSchema
 from ..postprocess import postprocess_detections
+from .device import resolve_device
 
 __all__ = [
     "evaluate_checkpoint",
@@ -99,7 +100,6 @@ def evaluate_checkpoint(spec, out_dir: str | Path) -> dict[str, Any]:
     from .checkpoint import load_detector
     from .data import dataset_options, make_val_loader, split_name
     from .distributed import DistInfo
-    from .train import resolve_device
 
     out_dir = Path(out_dir)
     device = resolve_device(spec.device)
