@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from detector.evaluation.base import EvaluationWarning, gc_paused
+from detector.evaluation.detections import EvaluationWarning, gc_paused
 
 __all__ = [
     "AREA_RANGES",
