@@ -201,7 +201,7 @@ def test_binary_file_is_one_clear_error(files):
 
 def test_missing_file_is_named(files):
     tmp, gt_path, _ = files
-    with pytest.raises(ResultsFileError, match="nope.json not found"):
+    with pytest.raises(ResultsFileError, match=r"nope\.json not found"):
         evaluate(tmp / "nope.json", gt_path)
 
 

@@ -49,7 +49,9 @@ def pycocotools_stats(gt: dict, results: list[dict], image_ids: set[int]) -> np.
 
 def per_image_predictions(evaluator: CocoEvaluator, results: list[dict]) -> dict[int, dict]:
     """The results list as one prediction dict per image (pixel xyxy, labels 1..C)."""
-    preds: dict[int, dict] = {i: {"boxes": [], "scores": [], "labels": []} for i in evaluator.image_ids}
+    preds: dict[int, dict] = {
+        i: {"boxes": [], "scores": [], "labels": []} for i in evaluator.image_ids
+    }
     for r in results:
         x, y, w, h = r["bbox"]
         p = preds[r["image_id"]]

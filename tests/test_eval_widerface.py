@@ -531,7 +531,7 @@ def test_txt_prediction_folder_matches_loop_transcription(tmp_path: Path) -> Non
 def test_txt_prediction_folder_errors_name_the_file(tmp_path: Path, three_subsets: Path) -> None:
     (tmp_path / "empty").mkdir()
     ev = WiderFaceEvaluator(gt_dir=three_subsets)
-    with pytest.raises(ResultsFileError, match="no .txt prediction files"):
+    with pytest.raises(ResultsFileError, match=r"no \.txt prediction files"):
         ev.evaluate_results_file(tmp_path / "empty")
     bad = tmp_path / "bad" / EVENT
     bad.mkdir(parents=True)
@@ -550,7 +550,7 @@ def test_plain_ap_from_annotation_file_without_images(tmp_path: Path) -> None:
     from detector.engine.evaluate import evaluate_results_on
 
     rng = np.random.default_rng(4)
-    images, gt, preds, _ = _random_case(rng)
+    images, _, preds, _ = _random_case(rng)
     lines = []
     for name, faces in images:
         lines += [f"{EVENT}/{name}.jpg", str(len(faces))]
@@ -565,6 +565,8 @@ def test_plain_ap_from_annotation_file_without_images(tmp_path: Path) -> None:
     m = evaluate_results_on(pred_dir, None, metric="widerface", dataset=dataset)
     voc = VOCEvaluator(["face"], dataset.records(), metric="voc", use_07_plus_one=True)
     ids = [f"{EVENT}/{name}.jpg" for name, _ in images]
-    voc.process(ids, [_pred([_xyxy(b) for b in preds[n][:, :4]], preds[n][:, 4]) for n, _ in images])
+    voc.process(
+        ids, [_pred([_xyxy(b) for b in preds[n][:, :4]], preds[n][:, 4]) for n, _ in images]
+    )
     assert m["AP"] == pytest.approx(voc.evaluate()["AP/face"], abs=1e-12)
     assert m["num_faces/all"] == sum(len(f) for _, f in images) and 0.1 < m["AP"] < 1.0

@@ -14,6 +14,7 @@ chain of modules and the lines that import.
 from __future__ import annotations
 
 import ast
+import itertools
 from pathlib import Path
 
 import detector
@@ -89,7 +90,7 @@ def find_cycle(graph: dict[str, dict[str, int]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, {})):
             if state.get(nxt) == 1:
-                return path[path.index(nxt) :] + [nxt]
+                return [*path[path.index(nxt) :], nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -124,5 +125,5 @@ def test_detector_package_has_no_import_cycle():
     graph = import_graph()
     cycle = find_cycle(graph)
     if cycle:
-        steps = [f"{a} (line {graph[a][b]}) -> {b}" for a, b in zip(cycle, cycle[1:])]
+        steps = [f"{a} (line {graph[a][b]}) -> {b}" for a, b in itertools.pairwise(cycle)]
         raise AssertionError("import cycle in the detector package:\n  " + "\n  ".join(steps))

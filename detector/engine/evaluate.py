@@ -173,7 +173,9 @@ def evaluate_checkpoint_on(
     # The evaluator first: bad ground truth (e.g. a missing subset file) fails before inference.
     evaluator = evaluator_for(dataset, metric, **({"backend": backend} if metric == "coco" else {}))
     model.to(torch_device)
-    image_ids, predictions = run_inference(model, loader, postprocess, torch_device, progress=progress)
+    image_ids, predictions = run_inference(
+        model, loader, postprocess, torch_device, progress=progress
+    )
     evaluator.process(image_ids, predictions)
     metrics = evaluator.evaluate()
     metrics["checkpoint"] = str(checkpoint)

@@ -17,16 +17,16 @@ The evaluator modules are imported here, which fills the registry.
 from __future__ import annotations
 
 from detector.evaluation.base import Evaluator
+from detector.evaluation.coco import COCO_PROTOCOL, CocoEvaluator, coco_gt_from_records
+from detector.evaluation.coco_engine import COCO_STAT_KEYS, resolve_backend, run_coco_bbox
 from detector.evaluation.detections import (
     Detections,
     EvaluationWarning,
     ResultsFileError,
     merge_states,
 )
-from detector.evaluation.coco import COCO_PROTOCOL, CocoEvaluator, coco_gt_from_records
-from detector.evaluation.coco_engine import COCO_STAT_KEYS, resolve_backend, run_coco_bbox
-from detector.evaluation.report import format_per_class_table, plot_pr_curves, write_report
 from detector.evaluation.registry import EVALUATORS, build_evaluator, evaluate_results_file
+from detector.evaluation.report import format_per_class_table, plot_pr_curves, write_report
 from detector.evaluation.results import (
     detections_from_results,
     load_detections_file,
@@ -40,8 +40,8 @@ from detector.evaluation.widerface import WiderFaceEvaluator, WiderGroundTruthEr
 __all__ = [
     "COCO_PROTOCOL",
     "COCO_STAT_KEYS",
-    "CocoEvaluator",
     "EVALUATORS",
+    "CocoEvaluator",
     "Detections",
     "EvaluationWarning",
     "Evaluator",
@@ -65,4 +65,3 @@ __all__ = [
     "write_report",
     "write_results_file",
 ]
-

@@ -118,9 +118,7 @@ class Evaluator(abc.ABC):
 
         Options that are ``None`` or in :attr:`unused_options` are left out.
         """
-        kept = {
-            k: v for k, v in options.items() if v is not None and k not in cls.unused_options
-        }
+        kept = {k: v for k, v in options.items() if v is not None and k not in cls.unused_options}
         return cls(**kept)
 
     # -- what a concrete evaluator implements ------------------------------------------------------
@@ -214,8 +212,8 @@ class Evaluator(abc.ABC):
         """Add per-image predictions produced by :meth:`state` (of this or another rank)."""
         self._store.load_state(state)
 
-    def _coverage_counters(self, counters: dict[str, Any]) -> None:
-        """Hook: add counters / warnings about which images got predictions."""
+    def _coverage_counters(self, counters: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Hook: add counters / warnings about which images got predictions (default: none)."""
 
     def evaluate(self) -> dict[str, Any]:
         """Compute the metrics over everything processed since the last :meth:`reset`.
@@ -231,7 +229,9 @@ class Evaluator(abc.ABC):
             image_mask = np.ones(len(self.image_ids), dtype=bool)
             image_mask[list(skipped)] = False
             listed = [f"{self.image_ids[i]} ({reason})" for i, reason in sorted(skipped.items())]
-            shown = "; ".join(listed[:10]) + (f"; ... {len(listed) - 10} more" if len(listed) > 10 else "")
+            shown = "; ".join(listed[:10]) + (
+                f"; ... {len(listed) - 10} more" if len(listed) > 10 else ""
+            )
             counters["num_images_skipped"] = len(skipped)
             counters["skipped_images"] = shown
             warnings.warn(

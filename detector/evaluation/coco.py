@@ -22,7 +22,6 @@ import numpy as np
 
 from detector import fastjson
 from detector.evaluation.base import Evaluator
-from detector.evaluation.detections import Detections, ResultsFileError, gc_paused
 from detector.evaluation.coco_engine import (
     COCO_STAT_KEYS,
     IOU_THRS,
@@ -33,6 +32,7 @@ from detector.evaluation.coco_engine import (
     resolve_backend,
     run_coco_bbox,
 )
+from detector.evaluation.detections import Detections, ResultsFileError, gc_paused
 from detector.evaluation.registry import register
 
 __all__ = ["COCO_PROTOCOL", "CocoEvaluator", "coco_gt_from_records"]
