@@ -181,3 +181,19 @@ def test_corrupt_image_in_the_evaluation_split(tmp_path: Path) -> None:
     ran = {img["id"] for img in gt["images"]} - {bad["id"]}
     expected = pycocotools_stats(gt, results, ran)
     np.testing.assert_allclose([metrics[k] for k in STAT_KEYS], expected, rtol=0, atol=1e-12)
+    # Training's evaluation (sharded inference, gathered predictions) scores the same images.
+    from types import SimpleNamespace
+
+    from detector.engine.data import make_val_loader
+    from detector.engine.distributed import DistInfo
+    from detector.engine.train import evaluate_model
+
+    spec = SimpleNamespace(
+        postprocess=PostprocessSchema(score_thresh=0.01), dataset=SimpleNamespace(eval="coco")
+    )
+    loader = make_val_loader(dataset, (96, 96), 4, 0, DistInfo())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logged = evaluate_model(model, loader, dataset, spec, DistInfo(), torch.device("cpu"))
+    assert logged["val/num_images_skipped"] == 1 and logged["val/num_images"] == 5
+    assert logged["val/AP50"] == pytest.approx(metrics["AP50"], abs=1e-6)
