@@ -26,11 +26,11 @@ gathered, e.g. with ``torch.distributed.all_gather_object``, and rank 0 calls
 happens with the padding of ``DistributedSampler``) keep their last predictions; they are counted
 in ``metrics["num_duplicate_images"]`` and reported with an :class:`EvaluationWarning`.
 
-What a concrete evaluator implements (everything else is here): ``protocol``,
-``evaluate_detections`` (the scoring of flat :class:`Detections`, optionally restricted to some
-images), ``image_lookup`` / ``category_lookup`` (how a results file names images and classes)
-and ``pr_curves``; optionally ``category_ids`` (labels as written to results files),
-``canonical_image_id``, ``summary`` and ``pr_title``.
+What a concrete evaluator implements (everything else is here): ``protocol``, ``_score`` (the
+metrics of checked flat :class:`Detections` on some of the images), ``image_lookup`` /
+``category_lookup`` (how a results file names images and classes) and ``pr_curves``; optionally
+``category_ids`` (labels as written to results files), ``canonical_image_id``, ``summary`` and
+``pr_title``. It registers itself in :mod:`detector.evaluation.registry`.
 """
 
 from __future__ import annotations
