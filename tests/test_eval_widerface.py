@@ -349,10 +349,9 @@ def _random_case(rng: np.random.Generator, n_images: int = 12):
     return images, gt, preds, keeps
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_matches_loop_transcription(tmp_path: Path, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    images, gt, preds, keeps = _random_case(rng)
+def _random_two_events(tmp_path: Path, seed: int):
+    """A random case split over two events, its ``.mat`` ground truth written under tmp_path."""
+    images, gt, preds, keeps = _random_case(np.random.default_rng(seed))
     half = len(images) // 2
     events = [(EVENT, images[:half]), ("1--Handshaking", images[half:])]
     folder = write_wider_mat(
@@ -363,6 +362,12 @@ def test_matches_loop_transcription(tmp_path: Path, seed: int) -> None:
             for s in ("easy", "medium", "hard")
         },
     )
+    return events, gt, preds, keeps, folder
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_matches_loop_transcription(tmp_path: Path, seed: int) -> None:
+    events, gt, preds, keeps, folder = _random_two_events(tmp_path, seed)
     ev = WiderFaceEvaluator(gt_dir=folder)
     ids, batch = [], []
     for event, imgs in events:
@@ -509,18 +514,7 @@ def _write_txt_folder(folder: Path, events: list, preds: dict[str, np.ndarray]) 
 def test_txt_prediction_folder_matches_loop_transcription(tmp_path: Path) -> None:
     from detector.evaluation import evaluate_results_file
 
-    rng = np.random.default_rng(5)
-    images, gt, preds, keeps = _random_case(rng)
-    half = len(images) // 2
-    events = [(EVENT, images[:half]), ("1--Handshaking", images[half:])]
-    folder = write_wider_mat(
-        tmp_path / "gt",
-        events,
-        {
-            s: [[keeps[s][n] for n, _ in imgs] for _, imgs in events]
-            for s in ("easy", "medium", "hard")
-        },
-    )
+    events, gt, preds, keeps, folder = _random_two_events(tmp_path, 5)
     pred_dir = _write_txt_folder(tmp_path / "pred", events, preds)
     m = evaluate_results_file(pred_dir, kind="widerface", gt_dir=folder, out_dir=tmp_path / "o")
     for s in ("easy", "medium", "hard"):
