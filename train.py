@@ -6,7 +6,7 @@ Examples::
     python train.py backbone.alpha=0.5 image_size=[300,300]
     python train.py experiment=voc_ssd300 dataset.root=/data/VOCdevkit
     python train.py resume=outputs/synthetic/<run>/last.pt
-    torchrun --nproc_per_node=2 train.py trainer.device=cpu
+    torchrun --nproc_per_node=2 train.py device=cpu
 """
 
 from detector.cli import train_main

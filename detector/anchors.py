@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -44,6 +45,7 @@ __all__ = [
     "AnchorGenerator",
     "AnchorSettings",
     "build_anchor_generator",
+    "load_anchor_presets",
 ]
 
 ANCHOR_STYLES = ("tf", "caffe")
@@ -52,12 +54,15 @@ ANCHOR_STYLES = ("tf", "caffe")
 _RATIO_EPS = 1e-6
 
 
-@dataclass(frozen=True)
+@dataclass
 class AnchorSettings:
     """Anchor settings for both styles in one flat, Hydra-friendly schema.
 
-    Only ``str``/``float``/``int``/``bool`` and ``tuple[float, ...]``/``tuple[int, ...]`` fields,
-    so a structured config can mirror it field by field. Fields of the other style are ignored.
+    Only ``str``/``float``/``int``/``bool`` and ``tuple[float, ...]``/``tuple[int, ...]`` fields:
+    this dataclass is also the Hydra schema of the ``anchors`` group (``conf/anchors/*.yaml``;
+    OmegaConf hands tuples over as lists, which are turned back into tuples; not frozen, since
+    Hydra composes into the schema's fields). Fields of the other
+    style are ignored.
     The defaults of the TF fields are ``ssd_mobilenet_v1_coco``'s and those of the Caffe fields are
     chuanqi305 MobileNet-SSD's (``ANCHOR_PRESETS["tf"]`` / ``["caffe"]`` differ only in ``style``).
 
@@ -117,6 +122,12 @@ class AnchorSettings:
     clip: bool = False
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # lists (from YAML / Hydra) become tuples: a hashable value type
+            value = getattr(self, f.name)
+            if isinstance(value, list) or (
+                isinstance(value, Sequence) and not isinstance(value, (str, tuple))
+            ):
+                setattr(self, f.name, tuple(value))
         if self.style not in ANCHOR_STYLES:
             raise ValueError(
                 f"unknown anchor style {self.style!r}; expected one of {ANCHOR_STYLES}"
@@ -166,35 +177,26 @@ class AnchorSettings:
         return len(self.sizes_per_layer) if self.sizes_per_layer else len(self.min_sizes)
 
 
-# Ultra-Light-Fast-Generic-Face-Detector min boxes (pixels at its 320x240 input), strides 8..64.
-_FACE_MIN_BOXES_PX = ((10.0, 16.0, 24.0), (32.0, 48.0), (64.0, 96.0), (128.0, 192.0, 256.0))
-_FACE_SHORT_SIDE_PX = 240.0
+def load_anchor_presets(folder: str | Path | None = None) -> dict[str, AnchorSettings]:
+    """The anchor presets: one :class:`AnchorSettings` per YAML file of ``conf/anchors/``.
 
-ANCHOR_PRESETS: dict[str, AnchorSettings] = {
-    # TF Object Detection API ssd_mobilenet_v1_coco: 6 layers, scales 0.2..0.95, ratios
-    # {1, 2, 1/2, 3, 1/3} + interpolated square, reduced first layer -> 3/6/6/6/6/6 per cell.
-    "tf": AnchorSettings(style="tf"),
-    # chuanqi305 MobileNet-SSD PriorBox: min 60/105/150/195/240/285 px, max -/150/195/240/285/300
-    # px at 300x300; first layer ratio 2 only, the others 2 and 3; flip; no clipping.
-    "caffe": AnchorSettings(style="caffe"),
-    # Square boxes only, several small sizes per level, for faces. The Ultra-Light face detector's
-    # min boxes [[10,16,24],[32,48],[64,96],[128,192,256]] px at 320x240, as fractions of the
-    # shorter side (240), with its strides 8/16/32/64 px; 4 levels, 3/2/2/3 boxes per cell
-    # (4420 anchors at 320x240). Ultra-Light clamps its priors in cx,cy,w,h form; here they are
-    # left unclipped (only the 256 px boxes differ: their height is 256/240 instead of 1).
-    "face": AnchorSettings(
-        style="caffe",
-        min_sizes=tuple(s / _FACE_SHORT_SIDE_PX for level in _FACE_MIN_BOXES_PX for s in level),
-        max_sizes=(),
-        sizes_per_layer=tuple(len(level) for level in _FACE_MIN_BOXES_PX),
-        caffe_aspect_ratios=(),
-        caffe_aspect_ratio_counts=(),
-        flip=False,
-        steps=(8.0, 16.0, 32.0, 64.0),
-        offset=0.5,
-        clip=False,
-    ),
-}
+    The YAML files (shipped inside the package) are the only place the presets are written:
+    ``tf`` (TF OD API ``ssd_mobilenet_v1_coco``), ``caffe`` (chuanqi305 MobileNet-SSD) and
+    ``face`` (Ultra-Light's face boxes).
+    """
+    import yaml
+
+    folder = Path(folder) if folder is not None else Path(__file__).parent / "conf" / "anchors"
+    presets: dict[str, AnchorSettings] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        values = yaml.safe_load(path.read_text()) or {}
+        values.pop("defaults", None)
+        presets[path.stem] = AnchorSettings(**values)
+    return presets
+
+
+#: Preset name -> settings, read from ``detector/conf/anchors/*.yaml``.
+ANCHOR_PRESETS: dict[str, AnchorSettings] = load_anchor_presets()
 
 
 class AnchorGenerator:

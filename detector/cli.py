@@ -28,6 +28,7 @@ __all__ = [
     "export_main",
     "friendly_errors",
     "main",
+    "reject_unknown_keys",
     "train_main",
 ]
 
@@ -76,6 +77,35 @@ def friendly_errors(command: str) -> Callable[[Callable[..., Any]], Callable[...
         return inner
 
     return wrap
+
+
+def reject_unknown_keys(cfg: Any, path: str = "") -> None:
+    """Raise ``ValueError`` for a key that no schema declares.
+
+    Hydra's ``+key=value`` adds keys even to typed (structured) configs, and
+    ``OmegaConf.to_object`` then drops them silently (``+backbone.alhpa=0.5`` trained with the
+    default alpha). Every node built on a dataclass schema may hold only that dataclass's fields.
+    """
+    import dataclasses
+    import difflib
+
+    from omegaconf import DictConfig, OmegaConf
+
+    schema = OmegaConf.get_type(cfg)
+    if dataclasses.is_dataclass(schema):
+        known = [f.name for f in dataclasses.fields(schema)]
+        for key in cfg:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"; did you mean {path}{close[0]}?" if close else ""
+                where = f"{path.rstrip('.')} takes" if path else "top-level options are"
+                raise ValueError(
+                    f"unknown option {path}{key}{hint} ({where}: {', '.join(known)})"
+                )
+    for key in cfg:
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and not node._is_missing() and not node._is_none():
+            reject_unknown_keys(node, f"{path}{key}.")
 
 
 def _output_dir() -> Path:
@@ -167,6 +197,7 @@ def _hydra_command(
     @hydra.main(version_base="1.3", config_path="conf", config_name=config_name)
     @friendly_errors(name)
     def command(cfg: Any) -> Any:
+        reject_unknown_keys(cfg)
         return run(cfg)
 
     def main() -> Any:

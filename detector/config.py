@@ -14,21 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional  # noqa: UP035 - OmegaConf reads typing generics
 
 from .anchors import AnchorSettings
+from .data import DATASETS, DatasetConfig
 from .models.build import ModelConfig
+from .postprocess_settings import PostprocessSettings
 
 __all__ = [
-    "AnchorsSchema",
     "AugmentSchema",
     "BackboneSchema",
-    "DatasetSchema",
     "EvalSchema",
     "HeadSchema",
     "OptimizerSchema",
-    "PostprocessSchema",
     "SchedulerSchema",
     "TrainSchema",
     "TrainerSchema",
-    "anchor_settings_from",
     "from_hydra",
     "model_config_from",
     "register_schemas",
@@ -62,67 +60,6 @@ class HeadSchema:
     iou_threshold: float = 0.5
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
-
-
-@dataclass
-class AnchorsSchema:
-    """Mirror of :class:`detector.anchors.AnchorSettings` (see it for the meaning of fields)."""
-
-    style: str = "tf"
-    min_scale: float = 0.2
-    max_scale: float = 0.95
-    aspect_ratios: List[float] = field(default_factory=lambda: [1.0, 2.0, 0.5, 3.0, 1.0 / 3.0])
-    interpolated_scale_aspect_ratio: float = 1.0
-    reduce_boxes_in_lowest_layer: bool = True
-    min_sizes: List[float] = field(default_factory=lambda: [0.2, 0.35, 0.5, 0.65, 0.8, 0.95])
-    max_sizes: List[float] = field(default_factory=lambda: [0.0, 0.5, 0.65, 0.8, 0.95, 1.0])
-    sizes_per_layer: List[int] = field(default_factory=list)
-    caffe_aspect_ratios: List[float] = field(
-        default_factory=lambda: [2.0, 2.0, 3.0, 2.0, 3.0, 2.0, 3.0, 2.0, 3.0, 2.0, 3.0]
-    )
-    caffe_aspect_ratio_counts: List[int] = field(default_factory=lambda: [1, 2, 2, 2, 2, 2])
-    flip: bool = True
-    steps: List[float] = field(default_factory=list)
-    offset: float = 0.5
-    clip: bool = False
-
-
-@dataclass
-class DatasetSchema:
-    kind: str = "synthetic"  # synthetic | coco | voc | folder | widerface
-    root: Optional[str] = None  # dataset root (synthetic: where it is generated and cached)
-    # COCO / custom COCO JSON
-    train_ann_file: Optional[str] = None
-    val_ann_file: Optional[str] = None
-    train_images: Optional[str] = None
-    val_images: Optional[str] = None
-    keep_empty: bool = False  # keep images without annotations (training)
-    # VOC
-    train_years: List[str] = field(default_factory=lambda: ["2007", "2012"])
-    train_split: str = "trainval"
-    val_years: List[str] = field(default_factory=lambda: ["2007"])
-    val_split: str = "test"
-    keep_difficult: bool = False
-    # custom folders
-    labels_file: Optional[str] = None
-    train_list: Optional[str] = None
-    val_list: Optional[str] = None
-    val_ratio: float = 0.1
-    # WIDER FACE
-    min_face_size: float = 0.0  # faces with a shorter side below this (px) are ignored
-    max_blur: int = 2  # faces with a blur flag above this (0 clear, 1 normal, 2 heavy) are ignored
-    # official eval_tools ground_truth/ (wider_face_val.mat, wider_{easy,medium,hard}_val.mat):
-    # eval=widerface then gives easy/medium/hard AP; null: plain AP over the val records
-    eval_gt_dir: Optional[str] = None
-    # synthetic
-    num_train: int = 2000
-    num_val: int = 200
-    seed: int = 0
-    # eval.py: the annotation file a results file is scored against (default: val_ann_file)
-    ann_file: Optional[str] = None
-    # shared
-    classes: Optional[List[str]] = None  # restrict / order classes (None = from the data)
-    eval: str = "coco"  # evaluator: coco | voc07 | voc | widerface
 
 
 @dataclass
@@ -163,7 +100,6 @@ class TrainerSchema:
     epochs: int = 20
     batch_size: int = 32
     num_workers: int = 2
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto | none | bf16 | fp16 (auto: bf16 on CPU, fp16 on CUDA)
     channels_last: bool = True
     ema: bool = True
@@ -180,25 +116,20 @@ class TrainerSchema:
 
 
 @dataclass
-class PostprocessSchema:
-    score_thresh: float = 0.01
-    nms_thresh: float = 0.45
-    topk_candidates: int = 400
-    max_detections: int = 200
-
-
-@dataclass
 class TrainSchema:
     backbone: BackboneSchema = field(default_factory=BackboneSchema)
     head: HeadSchema = field(default_factory=HeadSchema)
-    anchors: AnchorsSchema = field(default_factory=AnchorsSchema)
-    dataset: DatasetSchema = field(default_factory=DatasetSchema)
+    anchors: AnchorSettings = field(default_factory=AnchorSettings)
+    # The group option's own schema (CocoDatasetConfig, ...) takes this base's place when the
+    # config is composed (OmegaConf merges a subclass into its base, never across siblings).
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
     augment: AugmentSchema = field(default_factory=AugmentSchema)
     optimizer: OptimizerSchema = field(default_factory=OptimizerSchema)
     scheduler: SchedulerSchema = field(default_factory=SchedulerSchema)
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
-    postprocess: PostprocessSchema = field(default_factory=PostprocessSchema)
+    postprocess: PostprocessSettings = field(default_factory=PostprocessSettings)
     image_size: List[int] = field(default_factory=lambda: [300, 300])  # (H, W)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (the same key in every command)
     mean: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     seed: int = 0
@@ -211,8 +142,8 @@ class TrainSchema:
 class EvalSchema:
     """``eval.py``: a checkpoint on a dataset's validation split, or a results file."""
 
-    dataset: DatasetSchema = field(default_factory=DatasetSchema)
-    postprocess: PostprocessSchema = field(default_factory=PostprocessSchema)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    postprocess: PostprocessSettings = field(default_factory=PostprocessSettings)
     checkpoint: Optional[str] = None  # evaluate this model ...
     detections: Optional[str] = None  # ... or this COCO-format results file
     metric: Optional[str] = None  # coco | voc07 | voc | widerface (default: dataset.eval)
@@ -236,15 +167,16 @@ def register_schemas() -> None:
     for group, node in (
         ("backbone", BackboneSchema),
         ("head", HeadSchema),
-        ("anchors", AnchorsSchema),
-        ("dataset", DatasetSchema),
+        ("anchors", AnchorSettings),
         ("augment", AugmentSchema),
         ("optimizer", OptimizerSchema),
         ("scheduler", SchedulerSchema),
         ("trainer", TrainerSchema),
-        ("postprocess", PostprocessSchema),
+        ("postprocess", PostprocessSettings),
     ):
         cs.store(group=group, name=f"{group}_schema", node=node)
+    for kind in DATASETS.values():  # conf/dataset/<option>.yaml names its kind's schema
+        cs.store(group="dataset", name=f"{kind.name}_schema", node=kind.config)
 
 
 # ------------------------------------------------------------------------ plain side (library)
@@ -277,13 +209,6 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
-def anchor_settings_from(anchors: AnchorsSchema) -> AnchorSettings:
-    values = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in dataclasses.asdict(anchors).items()
-    }
-    return AnchorSettings(**values)
-
-
 def model_config_from(spec: TrainSchema, num_classes: int) -> ModelConfig:
     """The :class:`ModelConfig` described by a train/eval spec, for ``num_classes`` classes."""
     backbone, head = spec.backbone, spec.head
@@ -296,7 +221,7 @@ def model_config_from(spec: TrainSchema, num_classes: int) -> ModelConfig:
         image_size=tuple(spec.image_size),
         head=head.type,
         head_kernel_size=head.kernel_size,
-        anchors=anchor_settings_from(spec.anchors),
+        anchors=spec.anchors,
         activation=backbone.activation,
         padding=backbone.padding,
         extra_depths=tuple(head.extra_depths),

@@ -10,41 +10,15 @@ or sigmoid scores.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from detector.box_ops import BoxCoder
+from detector.postprocess_settings import SCORE_FUNCTIONS, PostprocessSettings
 
 __all__ = ["SCORE_FUNCTIONS", "PostprocessSettings", "postprocess_detections"]
-
-SCORE_FUNCTIONS = ("softmax", "sigmoid")
-
-
-@dataclass
-class PostprocessSettings:
-    """Scalar post-processing settings (defaults as torchvision's SSD).
-
-    Pass them on with ``postprocess_detections(..., **dataclasses.asdict(settings))``.
-
-    Attributes:
-        score_fn: ``"softmax"`` over all ``C + 1`` columns (Caffe-SSD / torchvision) or
-            ``"sigmoid"`` per column (TF Object Detection API models).
-        score_thresh: candidates must score strictly above this.
-        nms_thresh: IoU threshold of the per-class NMS.
-        topk_candidates: best candidates kept per class before NMS.
-        max_detections: detections kept per image after NMS.
-        clip_boxes: clip the boxes to the image.
-    """
-
-    score_fn: str = "softmax"
-    score_thresh: float = 0.01
-    nms_thresh: float = 0.45
-    topk_candidates: int = 400
-    max_detections: int = 200
-    clip_boxes: bool = True
 
 
 def postprocess_detections(

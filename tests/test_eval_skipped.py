@@ -129,14 +129,12 @@ def test_voc_skipped_images_equal_the_records_that_ran() -> None:
 
 def test_corrupt_image_in_the_evaluation_split(tmp_path: Path) -> None:
     """End to end: a corrupt validation image is not run, not scored, and reported as such."""
-    from pycocotools.coco import COCO  # noqa: F401  (skip above covers it)
-
-    from detector.config import PostprocessSchema
     from detector.data import build_dataset
     from detector.data.base import DataWarning
     from detector.engine.checkpoint import save_checkpoint
     from detector.engine.evaluate import evaluate_checkpoint_on
     from detector.models import ssd_mobilenet_v1
+    from detector.postprocess_settings import PostprocessSettings
 
     root = tmp_path / "data"
     dataset = build_dataset("synthetic", "val", root=root, num_train=2, num_val=6, seed=1)
@@ -163,7 +161,7 @@ def test_corrupt_image_in_the_evaluation_split(tmp_path: Path) -> None:
             dataset,
             tmp_path / "eval",
             metric="coco",
-            postprocess=PostprocessSchema(score_thresh=0.01),
+            postprocess=PostprocessSettings(score_thresh=0.01),
             device="cpu",
             batch_size=4,
             num_workers=0,
@@ -189,7 +187,7 @@ def test_corrupt_image_in_the_evaluation_split(tmp_path: Path) -> None:
     from detector.engine.train import evaluate_model
 
     spec = SimpleNamespace(
-        postprocess=PostprocessSchema(score_thresh=0.01), dataset=SimpleNamespace(eval="coco")
+        postprocess=PostprocessSettings(score_thresh=0.01), dataset=SimpleNamespace(eval="coco")
     )
     loader = make_val_loader(dataset, (96, 96), 4, 0, DistInfo())
     with warnings.catch_warnings():

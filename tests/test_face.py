@@ -23,12 +23,11 @@ from detector.anchors import ANCHOR_PRESETS, AnchorGenerator
 from detector.config import (
     EvalSchema,
     TrainSchema,
-    anchor_settings_from,
     from_hydra,
     model_config_from,
     register_schemas,
 )
-from detector.data import WiderFace
+from detector.data import WiderFace, WiderFaceDatasetConfig
 from detector.models import build_ssd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,8 +51,12 @@ def test_experiment_builds_the_4420_anchor_face_model() -> None:
     assert spec.backbone.alpha == 0.25 and spec.head.type == "ssdlite"
     assert spec.dataset.kind == "widerface" and spec.dataset.eval == "widerface"
     assert spec.dataset.min_face_size == 10.0
-    # conf/anchors/face.yaml is the library's preset, value for value.
-    assert anchor_settings_from(spec.anchors) == ANCHOR_PRESETS["face"]
+    # conf/anchors/face.yaml is the library's preset, and its boxes are Ultra-Light's min boxes
+    # (px at 320x240, as fractions of the 240 px side).
+    assert spec.anchors == ANCHOR_PRESETS["face"]
+    ultra_light_px = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256]
+    assert [round(s * 240, 6) for s in spec.anchors.min_sizes] == ultra_light_px
+    assert spec.anchors.sizes_per_layer == (3, 2, 2, 3)
     model = build_ssd(model_config_from(spec, num_classes=1)).eval()
     assert model.num_anchors == 4420
     with torch.no_grad():
@@ -189,9 +192,12 @@ def test_train_eval_detect_export(wider_root: Path, tmp_path: Path) -> None:
 
     # eval.py's path, with and without the subset files.
     for gt_dir, key in ((str(wider_root / "ground_truth"), "AP/hard"), (None, "AP/all")):
-        spec = EvalSchema(checkpoint=str(ckpt), metric="widerface", num_workers=0, device="cpu")
-        spec.dataset.kind, spec.dataset.root = "widerface", str(wider_root)
-        spec.dataset.min_face_size, spec.dataset.eval_gt_dir = 10.0, gt_dir
+        dataset = WiderFaceDatasetConfig(
+            root=str(wider_root), min_face_size=10.0, eval_gt_dir=gt_dir
+        )
+        spec = EvalSchema(
+            checkpoint=str(ckpt), metric="widerface", num_workers=0, device="cpu", dataset=dataset
+        )
         out = tmp_path / f"eval_{key.replace('/', '_')}"
         metrics = evaluate_checkpoint(spec, out)
         saved = json.loads((out / "metrics.json").read_text())

@@ -4,7 +4,8 @@ Every dataset yields the same :class:`Sample` (RGB ``uint8`` image, pixel xyxy `
 ``int64`` labels in ``1..C``, image id, class names) and knows nothing about anchors. Readers:
 :class:`CocoDetection`, :class:`VOCDetection`, :class:`FolderDetection` (images + VOC XML),
 :class:`WiderFace`; :func:`generate_synthetic` writes the default training data. Build them by
-name with :func:`build_dataset`, augment with :func:`build_transforms`, wrap with
+name with :func:`build_dataset` (or from a config with :func:`dataset_from_config`; the kinds
+are registered in :data:`DATASETS`), augment with :func:`build_transforms`, wrap with
 :class:`TransformedDataset` and batch with :func:`collate_detection` and :func:`worker_init_fn`.
 """
 
@@ -19,16 +20,35 @@ from detector.data.base import (
     Sample,
     load_image,
 )
-from detector.data.coco import CocoDetection, load_coco_json, write_coco_json
-from detector.data.factory import DATASET_KINDS, build_dataset
-from detector.data.folder import FolderDetection, ratio_split, read_labels_file, read_split_list
+from detector.data.coco import CocoDatasetConfig, CocoDetection, load_coco_json, write_coco_json
+from detector.data.folder import (
+    FolderDatasetConfig,
+    FolderDetection,
+    ratio_split,
+    read_labels_file,
+    read_split_list,
+)
 from detector.data.loader import (
     TransformedDataset,
     collate_detection,
     seed_transforms,
     worker_init_fn,
 )
-from detector.data.synthetic import SYNTHETIC_CLASSES, SyntheticConfig, generate_synthetic
+from detector.data.registry import (
+    DATASETS,
+    DatasetConfig,
+    DatasetKind,
+    build_dataset,
+    dataset_from_config,
+    dataset_kind,
+    register_dataset,
+)
+from detector.data.synthetic import (
+    SYNTHETIC_CLASSES,
+    SyntheticConfig,
+    SyntheticDatasetConfig,
+    generate_synthetic,
+)
 from detector.data.transforms import (
     PRESETS,
     DetectionTransform,
@@ -41,33 +61,48 @@ from detector.data.transforms import (
     ssd_train,
     ssdlite_train,
 )
-from detector.data.voc import VOC_CLASSES, VOCDetection, parse_voc_xml, write_voc_xml
-from detector.data.widerface import WiderFace, parse_wider_gt
+from detector.data.voc import (
+    VOC_CLASSES,
+    VocDatasetConfig,
+    VOCDetection,
+    parse_voc_xml,
+    write_voc_xml,
+)
+from detector.data.widerface import WiderFace, WiderFaceDatasetConfig, parse_wider_gt
 
 __all__ = [
-    "DATASET_KINDS",
+    "DATASETS",
     "PRESETS",
     "SYNTHETIC_CLASSES",
     "VOC_CLASSES",
+    "CocoDatasetConfig",
     "CocoDetection",
     "DataWarning",
+    "DatasetConfig",
     "DatasetError",
+    "DatasetKind",
     "DetectionDataset",
     "DetectionTransform",
+    "FolderDatasetConfig",
     "FolderDetection",
     "ImageEntry",
     "IssueLog",
     "MinIoURandomCrop",
     "Sample",
     "SyntheticConfig",
+    "SyntheticDatasetConfig",
     "TransformedDataset",
     "VOCDetection",
+    "VocDatasetConfig",
     "WiderFace",
+    "WiderFaceDatasetConfig",
     "ZoomOut",
     "bbox_params",
     "build_dataset",
     "build_transforms",
     "collate_detection",
+    "dataset_from_config",
+    "dataset_kind",
     "eval_transform",
     "generate_synthetic",
     "load_coco_json",
@@ -78,6 +113,7 @@ __all__ = [
     "ratio_split",
     "read_labels_file",
     "read_split_list",
+    "register_dataset",
     "seed_transforms",
     "ssd_train",
     "ssdlite_train",

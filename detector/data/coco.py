@@ -12,8 +12,9 @@ import io
 import json
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from detector import fastjson
 from detector.data.base import (
@@ -24,8 +25,9 @@ from detector.data.base import (
     make_entry,
     missing_images_error,
 )
+from detector.data.registry import DatasetConfig, DatasetKind, register_dataset
 
-__all__ = ["CocoDetection", "load_coco_json", "write_coco_json"]
+__all__ = ["CocoDatasetConfig", "CocoDetection", "load_coco_json", "read_coco", "write_coco_json"]
 
 
 def _require(cond: bool, path: Path, message: str) -> None:
@@ -215,3 +217,64 @@ class CocoDetection(DetectionDataset):
     def category_ids(self, labels: Sequence[int]) -> list[int]:
         """Map contiguous labels back to the file's category ids."""
         return [self.label_to_category_id[int(label)] for label in labels]
+
+
+# ------------------------------------------------------------------------- registry entry
+@dataclass
+class CocoDatasetConfig(DatasetConfig):
+    """``dataset=coco``: COCO instances JSON files and their image folders.
+
+    Attributes:
+        train_ann_file, val_ann_file: the annotation files of the two splits.
+        train_images, val_images: their image folders.
+        drop_empty: leave training images without annotations out (validation keeps them).
+        ann_file: ``eval.py detections=...``: the file a results file is scored against
+            (default: ``val_ann_file``).
+    """
+
+    kind: str = "coco"
+    train_ann_file: Optional[str] = None
+    val_ann_file: Optional[str] = None
+    train_images: Optional[str] = None
+    val_images: Optional[str] = None
+    drop_empty: bool = True
+    ann_file: Optional[str] = None
+    eval: str = "coco"
+
+
+def read_coco(
+    split: str,
+    *,
+    root: str | Path | None = None,
+    ann_file: str | Path | None = None,
+    image_dir: str | Path | None = None,
+    year: int | str = 2017,
+    **options: Any,
+) -> CocoDetection:
+    """``ann_file`` (+ ``image_dir``), or ``root`` in the COCO layout
+    (``root/annotations/instances_{split}{year}.json``, images in ``root/{split}{year}``); other
+    options as :class:`CocoDetection`."""
+    if ann_file is None:
+        if root is None:
+            raise DatasetError("coco dataset needs ann_file=... or root=... (COCO layout)")
+        root = Path(root)
+        ann_file = root / "annotations" / f"instances_{split}{year}.json"
+        if image_dir is None:
+            image_dir = root / f"{split}{year}"
+    return CocoDetection(ann_file, image_dir, **options)
+
+
+def _coco_options(config: CocoDatasetConfig, split: str) -> tuple[str, dict[str, Any]]:
+    if config.classes is not None:
+        raise DatasetError(
+            "dataset.classes is not supported by dataset.kind=coco (its classes come from the data)"
+        )
+    train = split == "train"
+    return split, {
+        "ann_file": config.train_ann_file if train else config.val_ann_file,
+        "image_dir": config.train_images if train else config.val_images,
+        "drop_empty": config.drop_empty and train,
+    }
+
+
+register_dataset(DatasetKind("coco", CocoDatasetConfig, read_coco, _coco_options))

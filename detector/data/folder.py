@@ -16,8 +16,10 @@ as the raccoon ``train_labels.csv``) or from a seeded random ratio.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
@@ -28,6 +30,7 @@ from detector.data.base import (
     image_size_from_header,
     make_entry,
 )
+from detector.data.registry import DatasetConfig, DatasetKind, register_dataset
 from detector.data.voc import VocXml, parse_voc_xml, voc_entry
 
 __all__ = [
@@ -303,3 +306,61 @@ class FolderDetection(DetectionDataset):
                     )
                 )
         self._finish(entries, classes)
+
+
+# ------------------------------------------------------------------------- registry entry
+@dataclass
+class FolderDatasetConfig(DatasetConfig):
+    """``dataset=folder``: a folder of images with one VOC XML file per image.
+
+    Attributes:
+        labels_file: one class name per line; None: the classes found in the XML files.
+        train_list, val_list: files listing each split's images; None: a seeded split of all
+            images, ``val_fraction`` of them for validation.
+        val_fraction: share of the images held out for validation (seeded by ``seed``).
+        seed: seed of that split.
+    """
+
+    kind: str = "folder"
+    labels_file: Optional[str] = None
+    train_list: Optional[str] = None
+    val_list: Optional[str] = None
+    val_fraction: float = 0.1
+    seed: int = 0
+    eval: str = "voc"
+
+
+def read_folder(
+    split: str,
+    *,
+    root: str | Path,
+    split_files: Mapping[str, str | Path] | None = None,
+    **options: Any,
+) -> FolderDetection:
+    """``root`` plus options of :class:`FolderDetection`; also
+    ``split_files={"train": ..., "val": ...}``."""
+    if split_files is not None and "split_file" not in options:
+        if split not in split_files:
+            raise DatasetError(
+                f"folder dataset: no split file for split {split!r} (have {sorted(split_files)})"
+            )
+        options["split_file"] = split_files[split]
+    return FolderDetection(root, split, **options)
+
+
+def _folder_options(config: FolderDatasetConfig, split: str) -> tuple[str, dict[str, Any]]:
+    options: dict[str, Any] = {
+        "root": config.root,
+        "labels_file": config.labels_file,
+        "val_fraction": config.val_fraction,
+        "seed": config.seed,
+    }
+    if config.classes is not None:
+        options["classes"] = list(config.classes)
+    split_file = config.train_list if split == "train" else config.val_list
+    if split_file is not None:
+        options["split_file"] = split_file
+    return split, options
+
+
+register_dataset(DatasetKind("folder", FolderDatasetConfig, read_folder, _folder_options))

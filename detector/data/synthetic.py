@@ -29,6 +29,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from detector.data.base import DatasetError, DetectionDataset
 from detector.data.coco import write_coco_json
+from detector.data.registry import DatasetConfig, DatasetKind, register_dataset
 from detector.data.voc import write_voc_xml
 
 __all__ = [
@@ -537,3 +540,95 @@ def split_paths(root: str | Path, split: str) -> tuple[Path, Path]:
     if split not in _SPLIT_CODES:
         raise ValueError(f"synthetic split must be 'train' or 'val', got {split!r}")
     return Path(root) / split / "annotations.json", Path(root) / split / "images"
+
+
+# ------------------------------------------------------------------------- registry entry
+@dataclass
+class SyntheticDatasetConfig(DatasetConfig):
+    """``dataset=synthetic``: the built-in shapes dataset, generated into ``root`` on first use
+    (and reused while its parameters are the same).
+
+    Attributes:
+        num_train, num_val: images per split.
+        seed: generator seed.
+    """
+
+    kind: str = "synthetic"
+    root: str = "data_cache/synthetic"
+    num_train: int = 2000
+    num_val: int = 200
+    seed: int = 0
+    eval: str = "coco"
+
+
+def read_synthetic(
+    split: str,
+    *,
+    root: str | Path,
+    num_train: int | None = None,
+    num_val: int | None = None,
+    seed: int | None = None,
+    generator: Mapping[str, Any] | None = None,
+    reader: str = "coco",
+    **options: Any,
+) -> DetectionDataset:
+    """``root``, ``num_train``, ``num_val``, ``seed``, ``generator`` (a dict of
+    :class:`SyntheticConfig` overrides): generates (or reuses) the data and reads the split's
+    COCO JSON (``reader="voc"`` reads the XML files instead). With only ``root``, an existing
+    dataset there is read as is (else the defaults are generated)."""
+    from detector.data.coco import CocoDetection
+    from detector.data.folder import FolderDetection
+
+    root = Path(root)
+    params = (num_train, num_val, seed, generator)
+    if any(v is not None for v in params) or not (root / "meta.json").is_file():
+        info = generate_synthetic(
+            root,
+            num_train=2000 if num_train is None else num_train,
+            num_val=200 if num_val is None else num_val,
+            seed=0 if seed is None else seed,
+            **dict(generator or {}),
+        )
+        root, classes = info["root"], info["classes"]
+    else:  # only the folder given: read what is there, whatever its parameters
+        meta = json.loads((root / "meta.json").read_text())
+        classes = list(meta["params"]["config"]["classes"])
+    ann_file, image_dir = split_paths(root, split)
+    if reader == "coco":
+        return CocoDetection(ann_file, image_dir, **options)
+    if reader == "voc":
+        return FolderDetection(
+            root / split,
+            "all",
+            image_dir=image_dir,
+            ann_dir=root / split / "xml",
+            classes=classes,
+            **options,
+        )
+    raise DatasetError(f"synthetic reader must be 'coco' or 'voc', got {reader!r}")
+
+
+def _synthetic_options(config: SyntheticDatasetConfig, split: str) -> tuple[str, dict[str, Any]]:
+    if config.classes is not None:
+        raise DatasetError("dataset.classes is not supported by dataset.kind=synthetic")
+    return split, {
+        "root": config.root,
+        "num_train": config.num_train,
+        "num_val": config.num_val,
+        "seed": config.seed,
+    }
+
+
+def _generate(config: SyntheticDatasetConfig) -> None:
+    if not config.root:
+        raise ValueError("dataset.root must name the folder for the synthetic dataset")
+    generate_synthetic(
+        Path(config.root), num_train=config.num_train, num_val=config.num_val, seed=config.seed
+    )
+
+
+register_dataset(
+    DatasetKind(
+        "synthetic", SyntheticDatasetConfig, read_synthetic, _synthetic_options, prepare=_generate
+    )
+)

@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, List  # noqa: UP035 - OmegaConf reads typing generics
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from detector.data.base import (
     make_entry,
     missing_images_error,
 )
+from detector.data.registry import DatasetConfig, DatasetKind, register_dataset
 
 __all__ = [
     "VOC_CLASSES",
@@ -354,3 +356,44 @@ class VOCDetection(DetectionDataset):
         if missing:
             raise missing_images_error(self.name, missing)
         self._finish(entries, list(classes))
+
+
+# ------------------------------------------------------------------------- registry entry
+@dataclass
+class VocDatasetConfig(DatasetConfig):
+    """``dataset=voc0712``: Pascal VOC in the VOCdevkit layout.
+
+    Attributes:
+        train_years, train_split: years and image set of the training split (07+12 trainval).
+        val_years, val_split: of the evaluation split (2007 test).
+        keep_difficult: train on objects flagged difficult (evaluation always ignores them).
+    """
+
+    kind: str = "voc"
+    train_years: List[str] = field(default_factory=lambda: ["2007", "2012"])
+    train_split: str = "trainval"
+    val_years: List[str] = field(default_factory=lambda: ["2007"])
+    val_split: str = "test"
+    keep_difficult: bool = False
+    eval: str = "voc07"
+
+
+def read_voc(split: str, *, root: str | Path, years: Any = "2007", **options: Any) -> VOCDetection:
+    """``root`` (VOCdevkit) and ``years`` (``"2007"``, ``"2007+2012"``...); other options as
+    :class:`VOCDetection`."""
+    return VOCDetection(root, split, years, **options)
+
+
+def _voc_options(config: VocDatasetConfig, split: str) -> tuple[str, dict[str, Any]]:
+    train = split == "train"
+    options: dict[str, Any] = {
+        "root": config.root,
+        "years": list(config.train_years if train else config.val_years),
+        "keep_difficult": config.keep_difficult,
+    }
+    if config.classes is not None:
+        options["classes"] = tuple(config.classes)
+    return (config.train_split if train else config.val_split), options
+
+
+register_dataset(DatasetKind("voc", VocDatasetConfig, read_voc, _voc_options))

@@ -10,7 +10,9 @@ of each is in :attr:`WiderFace.num_filtered`.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
@@ -25,6 +27,7 @@ from detector.data.base import (
     make_entry,
     missing_images_error,
 )
+from detector.data.registry import DatasetConfig, DatasetKind, register_dataset
 
 __all__ = ["WiderFace", "parse_wider_gt"]
 
@@ -202,3 +205,46 @@ class WiderFace(DetectionDataset):
                 DataWarning,
                 stacklevel=2,
             )
+
+
+# ------------------------------------------------------------------------- registry entry
+@dataclass
+class WiderFaceDatasetConfig(DatasetConfig):
+    """``dataset=widerface``: WIDER FACE (``WIDER_train``, ``WIDER_val``, ``wider_face_split``).
+
+    Attributes:
+        min_face_size: faces with a shorter side below this (px) are ignored.
+        max_blur: faces with a blur flag above this (0 clear, 1 normal, 2 heavy) are ignored.
+        eval_gt_dir: the official eval_tools ``ground_truth/`` (``wider_face_val.mat``,
+            ``wider_{easy,medium,hard}_val.mat``): ``eval=widerface`` then gives
+            easy/medium/hard AP; None: plain AP over the val records.
+    """
+
+    kind: str = "widerface"
+    min_face_size: float = 0.0
+    max_blur: int = 2
+    eval_gt_dir: Optional[str] = None
+    eval: str = "widerface"
+
+
+def read_widerface(split: str, *, root: str | Path, **options: Any) -> WiderFace:
+    """``root`` (WIDER FACE layout); other options as :class:`WiderFace`."""
+    return WiderFace(root, split, **options)
+
+
+def _widerface_options(config: WiderFaceDatasetConfig, split: str) -> tuple[str, dict[str, Any]]:
+    if config.classes is not None:
+        raise DatasetError(
+            "dataset.classes is not supported by dataset.kind=widerface (one class: face)"
+        )
+    return split, {
+        "root": config.root,
+        "min_face_size": config.min_face_size,
+        "max_blur": config.max_blur,
+        "eval_gt_dir": None if split == "train" else config.eval_gt_dir,
+    }
+
+
+register_dataset(
+    DatasetKind("widerface", WiderFaceDatasetConfig, read_widerface, _widerface_options)
+)

@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..config import DatasetSchema, TrainSchema
-from ..data import build_dataset, build_transforms, collate_detection, generate_synthetic
+from ..config import TrainSchema
+from ..data import build_transforms, collate_detection, dataset_from_config, dataset_kind
 from .distributed import DistInfo, barrier
 
 __all__ = [
     "ResumableBatchSampler",
     "SeededTransformDataset",
     "build_datasets",
-    "dataset_options",
     "make_train_loader",
     "make_val_loader",
 ]
@@ -137,72 +134,16 @@ class SeededTransformDataset(Dataset):
         return self.transform(sample)
 
 
-def dataset_options(cfg: DatasetSchema, split: str) -> dict[str, Any]:
-    """Reader options for ``split`` ("train" or "val") from the dataset config."""
-    train = split == "train"
-    kind = cfg.kind
-    if kind == "synthetic":
-        return {
-            "root": cfg.root,
-            "num_train": cfg.num_train,
-            "num_val": cfg.num_val,
-            "seed": cfg.seed,
-        }
-    if kind == "coco":
-        return {
-            "ann_file": cfg.train_ann_file if train else cfg.val_ann_file,
-            "image_dir": cfg.train_images if train else cfg.val_images,
-            "drop_empty": not cfg.keep_empty if train else False,
-        }
-    if kind == "voc":
-        return {
-            "root": cfg.root,
-            "years": list(cfg.train_years if train else cfg.val_years),
-            "keep_difficult": cfg.keep_difficult,
-        }
-    if kind == "folder":
-        options: dict[str, Any] = {
-            "root": cfg.root,
-            "labels_file": cfg.labels_file,
-            "val_fraction": cfg.val_ratio,
-            "seed": cfg.seed,
-        }
-        split_file = cfg.train_list if train else cfg.val_list
-        if split_file is not None:
-            options["split_file"] = split_file
-        return options
-    if kind == "widerface":
-        return {
-            "root": cfg.root,
-            "min_face_size": cfg.min_face_size,
-            "max_blur": cfg.max_blur,
-            "eval_gt_dir": None if train else cfg.eval_gt_dir,
-        }
-    raise ValueError(
-        f"unknown dataset.kind {kind!r}; choose synthetic, coco, voc, folder or widerface"
-    )
-
-
-def split_name(cfg: DatasetSchema, split: str) -> str:
-    """The reader's split name: VOC image sets come from the config, the others use train/val."""
-    if cfg.kind == "voc":
-        return cfg.train_split if split == "train" else cfg.val_split
-    return split
-
-
 def build_datasets(spec: TrainSchema, info: DistInfo) -> tuple[Dataset, Dataset | None]:
-    """The raw training and validation datasets (the synthetic one is generated on rank 0)."""
-    cfg = spec.dataset
-    if cfg.kind == "synthetic":
-        if cfg.root is None:
-            raise ValueError("dataset.root must name the folder for the synthetic dataset")
-        if info.is_main:  # generate (or find cached) once before the other ranks read it
-            generate_synthetic(
-                Path(cfg.root), num_train=cfg.num_train, num_val=cfg.num_val, seed=cfg.seed
-            )
+    """The raw training and validation datasets (a kind's ``prepare`` step, e.g. generating the
+    synthetic data, runs once on rank 0 before any rank reads)."""
+    entry = dataset_kind(spec.dataset.kind)
+    if entry.prepare is not None:
+        if info.is_main:
+            entry.prepare(spec.dataset)
         barrier(info)
-    train = build_dataset(cfg.kind, split_name(cfg, "train"), **dataset_options(cfg, "train"))
-    val = build_dataset(cfg.kind, split_name(cfg, "val"), **dataset_options(cfg, "val"))
+    train = dataset_from_config(spec.dataset, "train")
+    val = dataset_from_config(spec.dataset, "val")
     if list(val.classes) != list(train.classes):
         raise ValueError(
             f"training and validation classes differ: {list(train.classes)} vs {list(val.classes)}"

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..config import PostprocessSchema
 from ..postprocess import postprocess_detections
+from ..postprocess_settings import PostprocessSettings
 from .device import resolve_device
 
 __all__ = [
@@ -37,7 +37,7 @@ UNREADABLE = "unreadable image: could not be decoded, see the DataWarning naming
 def run_inference(
     model: nn.Module,
     loader,
-    post: PostprocessSchema,
+    post: PostprocessSettings,
     device: torch.device,
     *,
     progress: bool = False,
@@ -128,7 +128,7 @@ def evaluate_checkpoint_on(
     out_dir: str | Path,
     *,
     metric: str,
-    postprocess: PostprocessSchema,
+    postprocess: PostprocessSettings,
     device: str = "auto",
     batch_size: int = 32,
     num_workers: int = 2,
@@ -186,11 +186,10 @@ def evaluate_checkpoint_on(
 def evaluate_checkpoint(spec, out_dir: str | Path) -> dict[str, Any]:
     """``eval checkpoint=...``: :func:`evaluate_checkpoint_on` with an
     :class:`~detector.config.EvalSchema`."""
-    from ..data import build_dataset
-    from .data import dataset_options, split_name
+    from ..data import dataset_from_config
 
-    split = split_name(spec.dataset, "val") if spec.split == "val" else spec.split
-    dataset = build_dataset(spec.dataset.kind, split, **dataset_options(spec.dataset, "val"))
+    reader_split = None if spec.split == "val" else spec.split
+    dataset = dataset_from_config(spec.dataset, "val", reader_split=reader_split)
     return evaluate_checkpoint_on(
         spec.checkpoint,
         dataset,
@@ -245,23 +244,23 @@ def evaluate_results_on(
 def evaluate_detections_file(spec, out_dir: str | Path) -> dict[str, Any]:
     """``eval detections=...``: :func:`evaluate_results_on` with an
     :class:`~detector.config.EvalSchema`; no model and no images."""
-    from ..data import build_dataset
-    from .data import dataset_options, split_name
+    from ..data import dataset_from_config
 
     metric = spec.metric or spec.dataset.eval
     cfg = spec.dataset
+    ann_file = getattr(cfg, "ann_file", None)
+    gt_dir = getattr(cfg, "eval_gt_dir", None) if metric == "widerface" else None
     dataset = None
-    gt_dir = cfg.eval_gt_dir if metric == "widerface" else None
-    if gt_dir is None and not (metric == "coco" and cfg.ann_file is not None):
-        options = dataset_options(cfg, "val")
+    if gt_dir is None and not (metric == "coco" and ann_file is not None):
+        options = {}
         if cfg.kind in ("coco", "synthetic", "voc", "widerface"):
             options["check_files"] = False  # a results file needs annotations, not images
-        dataset = build_dataset(cfg.kind, split_name(cfg, "val"), **options)
+        dataset = dataset_from_config(cfg, "val", **options)
     return evaluate_results_on(
         spec.detections,
         out_dir,
         metric=metric,
-        ann_file=cfg.ann_file,
+        ann_file=ann_file,
         gt_dir=gt_dir,
         dataset=dataset,
         backend=spec.backend,

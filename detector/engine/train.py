@@ -132,7 +132,7 @@ def fit(
     """
     out_dir = Path(out_dir)
     trainer = spec.trainer
-    device = resolve_device(trainer.device)
+    device = resolve_device(spec.device)
     info = init_distributed(device)
     if device.type == "cuda" and info.enabled:
         device = torch.device("cuda", info.local_rank)

@@ -8,7 +8,7 @@
 from dataclasses import dataclass, field
 from typing import Any, List, Optional  # noqa: UP035
 
-from ..config import PostprocessSchema
+from ..postprocess_settings import PostprocessSettings
 from .api import ExportOptions
 from .formats import ExportError
 
@@ -38,7 +38,7 @@ class FormatSchema:
 @dataclass
 class ExportSchema:
     format: FormatSchema = field(default_factory=FormatSchema)
-    postprocess: PostprocessSchema = field(default_factory=PostprocessSchema)
+    postprocess: PostprocessSettings = field(default_factory=PostprocessSettings)
     checkpoint: Optional[str] = None  # required: best.pt / last.pt / converted model
     use_ema: bool = True  # take the EMA weights when the checkpoint has them
     image_size: Optional[List[int]] = None  # [H, W]; null = the checkpoint's
