@@ -97,14 +97,13 @@ def evaluate_results_file(
         raise ValueError(f"unknown kind {kind!r}; choose {', '.join(EVALUATORS)}")
     if kind in ("voc", "voc07") and (records is None or class_names is None):
         raise ValueError("VOC evaluation needs records and class_names")
+    ground_truth = {"ann_file": ann_file, "records": records, "class_names": class_names}
     evaluator = build_evaluator(
         kind,
-        class_names=class_names,
-        ann_file=ann_file,
-        records=records,
         label_to_category_id=label_to_category_id,
         backend=backend,
         strict=strict,
+        **ground_truth,
         **evaluator_kwargs,
     )
     return evaluator.evaluate_results_file(results_json, out_dir=out_dir, t_start=t_start)
