@@ -172,3 +172,83 @@ def test_records_results_may_name_images_by_file_stem(tmp_path):
             results.append(m["AP" if kind == "coco" else "mAP"])
     assert results[0] == results[1] and results[2] == results[3]
     assert results[2] == pytest.approx(0.5)  # kind="voc": area AP, recall 1/2 at precision 1
+
+
+# ------------------------------------------------------------ files that are not results lists
+def test_deeply_nested_file_is_one_clear_error(files):
+    tmp, gt_path, _ = files
+    path = write(tmp, "deep.json", "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ResultsFileError) as info:
+        evaluate(path, gt_path)
+    message = str(info.value)
+    assert str(path) in message and "nested too deeply" in message and "\n" not in message
+    assert not isinstance(info.value.__cause__, RecursionError)
+
+
+def test_binary_file_is_one_clear_error(files):
+    tmp, gt_path, _ = files
+    for name, content in (
+        ("zipped.json", b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + bytes(range(256)) * 4),
+        ("latin1.json", b'[{"image_id": "caf\xe9"}]'),
+    ):
+        path = tmp / name
+        path.write_bytes(content)
+        with pytest.raises(ResultsFileError) as info:
+            evaluate(path, gt_path)
+        message = str(info.value)
+        assert str(path) in message and "\n" not in message, message
+
+
+def test_missing_file_is_named(files):
+    tmp, gt_path, _ = files
+    with pytest.raises(ResultsFileError, match=r"nope\.json not found"):
+        evaluate(tmp / "nope.json", gt_path)
+
+
+# ------------------------------------------------------------- VOC XML ground truth, no images
+def _voc_devkit(root: Path, objects: dict[str, list[tuple[str, list[int], int]]]) -> Path:
+    """A VOC2007 layout with XML annotations and an image set, but no JPEG files."""
+    year = root / "VOC2007"
+    (year / "Annotations").mkdir(parents=True)
+    (year / "ImageSets" / "Main").mkdir(parents=True)
+    (year / "ImageSets" / "Main" / "val.txt").write_text("\n".join(objects) + "\n")
+    for stem, objs in objects.items():
+        xml = "".join(
+            f"<object><name>{name}</name><difficult>{difficult}</difficult><bndbox>"
+            f"<xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax>"
+            "</bndbox></object>"
+            for name, b, difficult in objs
+        )
+        (year / "Annotations" / f"{stem}.xml").write_text(
+            f"<annotation><filename>{stem}.jpg</filename><size><width>100</width>"
+            f"<height>100</height><depth>3</depth></size>{xml}</annotation>"
+        )
+    return root
+
+
+def test_voc_results_file_needs_no_images(tmp_path: Path) -> None:
+    from detector.data import build_dataset
+    from detector.engine.evaluate import evaluate_results_on
+
+    root = _voc_devkit(
+        tmp_path / "VOCdevkit",
+        {
+            "a": [("dog", [1, 1, 10, 10], 0)],
+            "b": [("dog", [1, 1, 10, 10], 0), ("dog", [50, 50, 60, 60], 1)],
+        },
+    )
+    dataset = build_dataset(
+        "voc", "val", root=root, years="2007", classes=["cat", "dog"], check_files=False
+    )
+    rows = [
+        {"image_id": "a", "category_id": 2, "bbox": [1, 1, 9, 9], "score": 0.9},
+        {"image_id": "b", "category_id": 2, "bbox": [70, 70, 9, 9], "score": 0.8},
+        {"image_id": "b", "category_id": 2, "bbox": [50, 50, 10, 10], "score": 0.7},  # difficult
+    ]
+    path = write(tmp_path, "voc.json", rows)
+    m = evaluate_results_on(path, tmp_path / "out", metric="voc07", dataset=dataset)
+    # devkit: 2 non-difficult boxes, TP then FP (the detection on the difficult box is ignored):
+    # precision 1 up to recall 0.5 -> 6 of the 11 points
+    assert m["AP/dog"] == pytest.approx(6 / 11, abs=1e-12)
+    assert m["num_gt_difficult"] == 1 and np.isnan(m["AP/cat"])
+    assert (tmp_path / "out" / "metrics.json").is_file()

@@ -349,10 +349,9 @@ def _random_case(rng: np.random.Generator, n_images: int = 12):
     return images, gt, preds, keeps
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_matches_loop_transcription(tmp_path: Path, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    images, gt, preds, keeps = _random_case(rng)
+def _random_two_events(tmp_path: Path, seed: int):
+    """A random case split over two events, its ``.mat`` ground truth written under tmp_path."""
+    images, gt, preds, keeps = _random_case(np.random.default_rng(seed))
     half = len(images) // 2
     events = [(EVENT, images[:half]), ("1--Handshaking", images[half:])]
     folder = write_wider_mat(
@@ -363,6 +362,12 @@ def test_matches_loop_transcription(tmp_path: Path, seed: int) -> None:
             for s in ("easy", "medium", "hard")
         },
     )
+    return events, gt, preds, keeps, folder
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_matches_loop_transcription(tmp_path: Path, seed: int) -> None:
+    events, gt, preds, keeps, folder = _random_two_events(tmp_path, seed)
     ev = WiderFaceEvaluator(gt_dir=folder)
     ids, batch = [], []
     for event, imgs in events:
@@ -491,3 +496,71 @@ def test_ties_take_the_first_face(tmp_path: Path) -> None:
     m = ev.evaluate()
     assert (m["num_tp/easy"], m["num_fp/easy"]) == (1, 1)
     assert m["AP/easy"] == pytest.approx(1.0, abs=1e-12)
+
+
+# ------------------------------------------------ results-file paths: .txt folders, no images
+def _write_txt_folder(folder: Path, events: list, preds: dict[str, np.ndarray]) -> Path:
+    """The eval_tools prediction layout: ``<event>/<name>.txt`` with the name, the count and
+    one ``x y w h score`` line per detection."""
+    for event, imgs in events:
+        (folder / event).mkdir(parents=True, exist_ok=True)
+        for name, _ in imgs:
+            p = preds[name]
+            lines = [name, str(len(p))] + [" ".join(repr(float(v)) for v in row) for row in p]
+            (folder / event / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_txt_prediction_folder_matches_loop_transcription(tmp_path: Path) -> None:
+    from detector.evaluation import evaluate_results_file
+
+    events, gt, preds, keeps, folder = _random_two_events(tmp_path, 5)
+    pred_dir = _write_txt_folder(tmp_path / "pred", events, preds)
+    m = evaluate_results_file(pred_dir, kind="widerface", gt_dir=folder, out_dir=tmp_path / "o")
+    for s in ("easy", "medium", "hard"):
+        assert m[f"AP/{s}"] == pytest.approx(_reference_subset_ap(gt, preds, keeps[s]), abs=1e-12)
+    assert m["results_file"] == str(pred_dir)
+
+
+def test_txt_prediction_folder_errors_name_the_file(tmp_path: Path, three_subsets: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    ev = WiderFaceEvaluator(gt_dir=three_subsets)
+    with pytest.raises(ResultsFileError, match=r"no \.txt prediction files"):
+        ev.evaluate_results_file(tmp_path / "empty")
+    bad = tmp_path / "bad" / EVENT
+    bad.mkdir(parents=True)
+    (bad / "0_a.txt").write_text("0_a\n2\n1 2 3 4 0.5\n")
+    with pytest.raises(ResultsFileError, match=r"0_a\.txt: line 2 announces 2 face\(s\) but 1"):
+        ev.evaluate_results_file(tmp_path / "bad")
+    (bad / "0_a.txt").write_text("0_a\n1\n1 2 three 4 0.5\n")
+    with pytest.raises(ResultsFileError, match=r"0_a\.txt, line 3: expected 'x y w h score'"):
+        ev.evaluate_results_file(tmp_path / "bad")
+
+
+def test_plain_ap_from_annotation_file_without_images(tmp_path: Path) -> None:
+    """``wider_face_val_bbx_gt.txt`` alone (no image files) is the ground truth of plain AP;
+    the result equals the VOC area AP on the same records (the documented identity)."""
+    from detector.data import build_dataset
+    from detector.engine.evaluate import evaluate_results_on
+
+    rng = np.random.default_rng(4)
+    images, _, preds, _ = _random_case(rng)
+    lines = []
+    for name, faces in images:
+        lines += [f"{EVENT}/{name}.jpg", str(len(faces))]
+        lines += [" ".join(str(int(v)) for v in f) + " 0 0 0 0 0 0" for f in faces]
+        if not faces:
+            lines.append("0 0 0 0 0 0 0 0 0 0")
+    root = tmp_path / "wider"
+    (root / "wider_face_split").mkdir(parents=True)
+    (root / "wider_face_split" / "wider_face_val_bbx_gt.txt").write_text("\n".join(lines) + "\n")
+    dataset = build_dataset("widerface", "val", root=root, check_files=False)
+    pred_dir = _write_txt_folder(tmp_path / "pred", [(EVENT, images)], preds)
+    m = evaluate_results_on(pred_dir, None, metric="widerface", dataset=dataset)
+    voc = VOCEvaluator(["face"], dataset.records(), metric="voc", use_07_plus_one=True)
+    ids = [f"{EVENT}/{name}.jpg" for name, _ in images]
+    voc.process(
+        ids, [_pred([_xyxy(b) for b in preds[n][:, :4]], preds[n][:, 4]) for n, _ in images]
+    )
+    assert m["AP"] == pytest.approx(voc.evaluate()["AP/face"], abs=1e-12)
+    assert m["num_faces/all"] == sum(len(f) for _, f in images) and 0.1 < m["AP"] < 1.0

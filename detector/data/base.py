@@ -77,6 +77,8 @@ class Sample:
         classes: class names (no background); ``classes[label - 1]`` names a label.
         orig_size: ``(H, W)`` of the image as decoded from disk, kept through transforms so that
             predictions on a resized image can be mapped back.
+        stands_in_for: the id of the unreadable image this sample was returned in place of
+            (see :meth:`DetectionDataset.__getitem__`); ``None`` for the image asked for.
     """
 
     image: np.ndarray
@@ -85,6 +87,7 @@ class Sample:
     image_id: ImageId
     classes: tuple[str, ...] = ()
     orig_size: tuple[int, int] | None = None
+    stands_in_for: ImageId | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -470,13 +473,17 @@ class DetectionDataset(Dataset):
             if i in self._bad:
                 continue
             try:
-                return self._load(i)
+                sample = self._load(i)
             except DatasetError as exc:
                 if self.strict:
                     raise
                 self._bad.add(i)
                 self.issues.counts["image skipped: unreadable"] += 1
                 self._warn_now(f"{exc}; skipped, using the next image instead")
+                continue
+            if i != index:  # evaluation must know: it scores only the images that ran
+                sample = sample.replace(stands_in_for=self.entries[index].image_id)
+            return sample
         raise DatasetError(f"{self.name}: none of the {n} images could be read")
 
     def _warn_now(self, message: str) -> None:

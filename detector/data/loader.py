@@ -120,7 +120,8 @@ def collate_detection(batch: Sequence[Sample]) -> dict[str, Any]:
     Returns:
         ``images``: ``float32 [B, 3, H, W]`` RGB in ``[0, 1]``; ``boxes``: list of ``float32 [Ni, 4]``
         xyxy normalised by the image ``W, H``; ``labels``: list of ``int64 [Ni]``; ``image_ids``:
-        list; ``orig_sizes``: list of the original ``(H, W)`` (to map predictions back).
+        list; ``orig_sizes``: list of the original ``(H, W)`` (to map predictions back);
+        ``stands_in_for``: list, per sample the id of the unreadable image it replaces, or None.
 
     Raises:
         ValueError: empty batch or images of different sizes.
@@ -147,4 +148,5 @@ def collate_detection(batch: Sequence[Sample]) -> dict[str, Any]:
         "labels": labels,
         "image_ids": [s.image_id for s in batch],
         "orig_sizes": [tuple(s.orig_size) if s.orig_size is not None else (h, w) for s in batch],
+        "stands_in_for": [s.stands_in_for for s in batch],
     }

@@ -243,7 +243,7 @@ def voc_entry(
         labels.append(label)
         ignore.append(obj.difficult)
     width, height = ann.width, ann.height
-    if width <= 0 or height <= 0:
+    if (width <= 0 or height <= 0) and image_path.is_file():
         width, height = image_size_from_header(image_path)
     return make_entry(
         image_path,
@@ -296,6 +296,8 @@ class VOCDetection(DetectionDataset):
         skip_unknown_classes: drop objects whose class is not in ``classes`` (counted) instead of
             raising; useful to train on a subset of the classes.
         strict: raise on every repaired or skipped problem.
+        check_files: check that every image file exists; ``False`` reads the ground truth from
+            the XML files alone (scoring a results file needs no images).
 
     Raises:
         DatasetError: missing folders or image set, unreadable XML, unknown class, missing image.
@@ -311,6 +313,7 @@ class VOCDetection(DetectionDataset):
         keep_difficult: bool = False,
         skip_unknown_classes: bool = False,
         strict: bool = False,
+        check_files: bool = True,
     ) -> None:
         root = Path(root)
         year_list = parse_years(years)
@@ -335,7 +338,7 @@ class VOCDetection(DetectionDataset):
             for stem in ids:
                 xml_path = year_dir / "Annotations" / f"{stem}.xml"
                 image_path = year_dir / "JPEGImages" / f"{stem}.jpg"
-                if not image_path.is_file():
+                if check_files and not image_path.is_file():
                     missing.append((image_path, str(list_file)))
                     continue
                 ann = parse_voc_xml(xml_path)

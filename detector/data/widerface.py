@@ -104,6 +104,9 @@ class WiderFace(DetectionDataset):
         eval_gt_dir: the official ``eval_tools`` ground-truth folder (``wider_face_val.mat`` and
             the easy / medium / hard files); only stored, for the WIDER FACE evaluator.
         strict: raise on every repaired or skipped problem.
+        check_files: check that every image exists and read its size; ``False`` reads the ground
+            truth from the annotation file alone (sizes unknown, boxes not clipped), which is all
+            scoring a results file needs.
 
     Attributes:
         num_filtered: faces made ``ignore`` per reason (``invalid``, ``small``, ``blur``; a face
@@ -125,6 +128,7 @@ class WiderFace(DetectionDataset):
         max_blur: int = 2,
         eval_gt_dir: str | Path | None = None,
         strict: bool = False,
+        check_files: bool = True,
     ) -> None:
         root = Path(root)
         if split not in {"train", "val"} and ann_file is None:
@@ -149,10 +153,10 @@ class WiderFace(DetectionDataset):
         missing: list[tuple[Path, str]] = []
         for rel, faces in records:
             path = self.image_dir / rel
-            if not path.is_file():
+            if check_files and not path.is_file():
                 missing.append((path, str(self.ann_file)))
                 continue
-            width, height = image_size_from_header(path)
+            width, height = image_size_from_header(path) if path.is_file() else (0, 0)
             boxes = np.concatenate([faces[:, :2], faces[:, :2] + faces[:, 2:4]], axis=1)
             invalid = faces[:, 7] != 0
             small = np.minimum(faces[:, 2], faces[:, 3]) < self.min_face_size

@@ -1,7 +1,13 @@
-"""Batched inference over a loader and the evaluator that fits a dataset."""
+"""Batched inference over a loader, the evaluator that fits a dataset, and the ``eval`` command.
+
+Library functions take plain typed arguments (:func:`evaluate_checkpoint_on`,
+:func:`evaluate_results_on`); :func:`evaluate_checkpoint` and :func:`evaluate_detections_file` are
+the ``eval`` command's adapters from its spec.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +17,20 @@ from tqdm import tqdm
 
 from ..postprocess import postprocess_detections
 from ..postprocess_settings import PostprocessSettings
+from .device import resolve_device
 
 __all__ = [
+    "check_classes",
     "evaluate_checkpoint",
+    "evaluate_checkpoint_on",
     "evaluate_detections_file",
+    "evaluate_results_on",
     "evaluator_for",
     "run_inference",
 ]
+
+#: Why an image that the data loader replaced by the next readable one is left out.
+UNREADABLE = "unreadable image: could not be decoded, see the DataWarning naming its file"
 
 
 @torch.no_grad()
@@ -31,10 +44,15 @@ def run_inference(
 ) -> tuple[list[Any], list[dict[str, Any]]]:
     """Predict every image of ``loader``; boxes are mapped back to original-image pixels.
 
+    An image the dataset could not decode is replaced there by the next readable one (so an
+    epoch never stops half way); such a stand-in (``batch["stands_in_for"]``) is not a
+    prediction for the image asked for: it is dropped, and the unreadable image gets
+    ``{"skipped": reason}`` instead, so that evaluators leave it out of the scoring.
+
     Returns:
         ``(image_ids, predictions)`` with one dict per image: ``boxes`` float32 ``[K, 4]`` pixel
         xyxy in the original image, ``scores`` ``[K]``, ``labels`` int64 ``[K]`` in ``1..C``
-        (numpy arrays, cheap to gather across ranks).
+        (numpy arrays, cheap to gather across ranks), or ``{"skipped": reason}``.
     """
     was_training = model.training
     model.eval()
@@ -56,8 +74,14 @@ def run_inference(
             topk_candidates=post.topk_candidates,
             max_detections=post.max_detections,
         )
-        image_ids.extend(batch["image_ids"])
-        predictions.extend({k: v.cpu().numpy() for k, v in d.items()} for d in dets)
+        stand_ins = batch.get("stands_in_for") or [None] * len(dets)
+        for image_id, replaced, d in zip(batch["image_ids"], stand_ins, dets):
+            if replaced is not None:
+                image_ids.append(replaced)
+                predictions.append({"skipped": UNREADABLE})
+            else:
+                image_ids.append(image_id)
+                predictions.append({k: v.cpu().numpy() for k, v in d.items()})
     model.train(was_training)
     return image_ids, predictions
 
@@ -85,97 +109,159 @@ def evaluator_for(dataset, kind: str, **options: Any):
     return build_evaluator(kind, class_names=list(dataset.classes), **ground_truth, **options)
 
 
-def evaluate_checkpoint(spec, out_dir: str | Path) -> dict[str, Any]:
-    """``eval.py checkpoint=...``: batched inference on a dataset split, metrics and report.
+def check_classes(checkpoint: str | Path, model_classes: Sequence[str], dataset) -> None:
+    """The one place where the classes a model was trained on meet the dataset's classes.
+
+    Raises:
+        ValueError: the checkpoint names classes and they differ from the dataset's.
+    """
+    if model_classes and list(dataset.classes) != list(model_classes):
+        raise ValueError(
+            f"{checkpoint} was trained on classes {list(model_classes)} but the dataset has "
+            f"{list(dataset.classes)}"
+        )
+
+
+def evaluate_checkpoint_on(
+    checkpoint: str | Path,
+    dataset,
+    out_dir: str | Path,
+    *,
+    metric: str,
+    postprocess: PostprocessSettings,
+    device: str = "auto",
+    batch_size: int = 32,
+    num_workers: int = 2,
+    backend: str = "auto",
+    use_ema: bool = True,
+    image_size: Sequence[int] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Batched inference of a checkpoint on ``dataset``, metrics and report in ``out_dir``.
 
     Args:
-        spec: an :class:`~detector.config.EvalSchema`.
-        out_dir: run directory for ``metrics.json``, ``detections.json``, the per-class table and
-            the precision/recall plot.
+        checkpoint: a training checkpoint (``best.pt``, ``last.pt``).
+        dataset: a detection dataset (the images are run, its ground truth scored).
+        out_dir: run directory for ``metrics.json``, ``detections.json``, the per-class table
+            and the precision/recall plot.
+        metric: evaluator name (``coco``, ``voc``, ``voc07``, ``widerface``).
+        postprocess: score threshold, NMS and detection limits.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ...
+        batch_size, num_workers: the loader's.
+        backend: COCO engine (``auto``, ``pycocotools``, ``faster``, ``hotcoco``).
+        use_ema: evaluate the EMA weights when the checkpoint has them.
+        image_size: model input ``[H, W]``; default the checkpoint's.
+
+    Images that could not be decoded are not scored (ground truth included); the metrics say
+    how many (``num_images_skipped``) and which (``skipped_images``).
     """
-    from ..data import dataset_from_config
     from ..evaluation import write_report
     from ..models import ModelConfig, build_ssd
     from .checkpoint import load_detector
     from .data import make_val_loader
     from .distributed import DistInfo
-    from .train import resolve_device
 
-    out_dir = Path(out_dir)
-    device = resolve_device(spec.device)
-    model, classes = load_detector(spec.checkpoint, use_ema=spec.use_ema)
-    if spec.image_size is not None and tuple(spec.image_size) != model.image_size:
-        config = ModelConfig.from_dict(
-            {**model.config.to_dict(), "image_size": list(spec.image_size)}
-        )
+    torch_device = resolve_device(device)
+    model, classes = load_detector(checkpoint, use_ema=use_ema)
+    if image_size is not None and tuple(image_size) != model.image_size:
+        config = ModelConfig.from_dict({**model.config.to_dict(), "image_size": list(image_size)})
         resized = build_ssd(config)
         resized.load_state_dict(model.state_dict())
         model = resized.eval()
-    reader_split = None if spec.split == "val" else spec.split
-    dataset = dataset_from_config(spec.dataset, "val", reader_split=reader_split)
-    if classes and list(dataset.classes) != list(classes):
-        raise ValueError(
-            f"{spec.checkpoint} was trained on classes {list(classes)} but the dataset has "
-            f"{list(dataset.classes)}"
-        )
-    loader = make_val_loader(
-        dataset, model.image_size, spec.batch_size, spec.num_workers, DistInfo()
-    )
+    check_classes(checkpoint, classes, dataset)
+    loader = make_val_loader(dataset, model.image_size, batch_size, num_workers, DistInfo())
     # The evaluator first: bad ground truth (e.g. a missing subset file) fails before inference.
-    evaluator = evaluator_for(dataset, spec.metric or spec.dataset.eval, **_backend(spec))
-    model.to(device)
-    image_ids, predictions = run_inference(model, loader, spec.postprocess, device, progress=True)
+    evaluator = evaluator_for(dataset, metric, **({"backend": backend} if metric == "coco" else {}))
+    model.to(torch_device)
+    image_ids, predictions = run_inference(
+        model, loader, postprocess, torch_device, progress=progress
+    )
     evaluator.process(image_ids, predictions)
     metrics = evaluator.evaluate()
-    metrics["checkpoint"] = str(spec.checkpoint)
+    metrics["checkpoint"] = str(checkpoint)
     write_report(metrics, out_dir, **evaluator.report_artifacts())
     return metrics
 
 
-def evaluate_detections_file(spec, out_dir: str | Path) -> dict[str, Any]:
-    """``eval.py detections=...``: score a COCO-format results file, no model and no images."""
+def evaluate_checkpoint(spec, out_dir: str | Path) -> dict[str, Any]:
+    """``eval checkpoint=...``: :func:`evaluate_checkpoint_on` with an
+    :class:`~detector.config.EvalSchema`."""
     from ..data import dataset_from_config
-    from ..evaluation import evaluate_results_file
 
-    kind = spec.metric or spec.dataset.eval
-    ann_file = getattr(spec.dataset, "ann_file", None)
-    if kind == "widerface":  # the official .mat files need no dataset; plain AP its records
-        from ..evaluation import build_evaluator
-
-        gt_dir = getattr(spec.dataset, "eval_gt_dir", None)
-        if gt_dir is not None:
-            evaluator = build_evaluator(kind, gt_dir=gt_dir)
-        else:
-            dataset = dataset_from_config(spec.dataset, "val")
-            evaluator = evaluator_for(dataset, kind)
-        return evaluator.evaluate_results_file(spec.detections, out_dir=out_dir)
-    if kind == "coco" and ann_file is not None:
-        return evaluate_results_file(
-            spec.detections, ann_file=ann_file, kind="coco", backend=spec.backend, out_dir=out_dir
-        )
-    options = {}
-    if spec.dataset.kind in ("coco", "synthetic"):
-        options["check_files"] = False  # a results file needs annotations, not images
-    dataset = dataset_from_config(spec.dataset, "val", **options)
-    extra = _backend(spec) if kind == "coco" else {}
-    if kind == "coco" and getattr(dataset, "ann_file", None) is not None:
-        return evaluate_results_file(
-            spec.detections,
-            ann_file=dataset.ann_file,
-            label_to_category_id=dataset.label_to_category_id,
-            kind="coco",
-            out_dir=out_dir,
-            **extra,
-        )
-    return evaluate_results_file(
-        spec.detections,
-        records=dataset.records(),
-        class_names=list(dataset.classes),
-        kind=kind,
-        out_dir=out_dir,
-        **extra,
+    reader_split = None if spec.split == "val" else spec.split
+    dataset = dataset_from_config(spec.dataset, "val", reader_split=reader_split)
+    return evaluate_checkpoint_on(
+        spec.checkpoint,
+        dataset,
+        out_dir,
+        metric=spec.metric or spec.dataset.eval,
+        postprocess=spec.postprocess,
+        device=spec.device,
+        batch_size=spec.batch_size,
+        num_workers=spec.num_workers,
+        backend=spec.backend,
+        use_ema=spec.use_ema,
+        image_size=spec.image_size,
     )
 
 
-def _backend(spec) -> dict[str, Any]:
-    return {"backend": spec.backend} if (spec.metric or spec.dataset.eval) == "coco" else {}
+def evaluate_results_on(
+    results: str | Path,
+    out_dir: str | Path | None,
+    *,
+    metric: str,
+    ann_file: str | Path | None = None,
+    gt_dir: str | Path | None = None,
+    dataset=None,
+    backend: str = "auto",
+) -> dict[str, Any]:
+    """Score a results file against ground truth alone: no model, no image files.
+
+    The ground truth is the first that applies: ``gt_dir`` (WIDER FACE ``eval_tools``
+    ``.mat`` files), ``ann_file`` (a COCO annotation file, ``metric="coco"``), else
+    ``dataset`` (built without image checks: its annotation files suffice).
+
+    Args:
+        results: a COCO-format results ``.json`` or a folder of WIDER FACE ``.txt`` files.
+        out_dir: where to write the report (``None``: nothing written).
+        metric: evaluator name.
+    """
+    from ..evaluation import build_evaluator
+
+    if metric == "widerface" and gt_dir is not None:
+        evaluator = build_evaluator(metric, gt_dir=gt_dir)
+    elif metric == "coco" and ann_file is not None:
+        evaluator = build_evaluator(metric, ann_file=ann_file, backend=backend)
+    elif dataset is not None:
+        evaluator = evaluator_for(
+            dataset, metric, **({"backend": backend} if metric == "coco" else {})
+        )
+    else:
+        raise ValueError(f"{metric} scoring of {results} needs a ground truth: give a dataset")
+    return evaluator.evaluate_results_file(results, out_dir=out_dir)
+
+
+def evaluate_detections_file(spec, out_dir: str | Path) -> dict[str, Any]:
+    """``eval detections=...``: :func:`evaluate_results_on` with an
+    :class:`~detector.config.EvalSchema`; no model and no images."""
+    from ..data import dataset_from_config
+
+    metric = spec.metric or spec.dataset.eval
+    cfg = spec.dataset
+    ann_file = getattr(cfg, "ann_file", None)
+    gt_dir = getattr(cfg, "eval_gt_dir", None) if metric == "widerface" else None
+    dataset = None
+    if gt_dir is None and not (metric == "coco" and ann_file is not None):
+        options = {}
+        if cfg.kind in ("coco", "synthetic", "voc", "widerface"):
+            options["check_files"] = False  # a results file needs annotations, not images
+        dataset = dataset_from_config(cfg, "val", **options)
+    return evaluate_results_on(
+        spec.detections,
+        out_dir,
+        metric=metric,
+        ann_file=ann_file,
+        gt_dir=gt_dir,
+        dataset=dataset,
+        backend=spec.backend,
+    )

@@ -37,6 +37,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .data import build_datasets, make_train_loader, make_val_loader
+from .device import resolve_device
 from .distributed import DistInfo, all_gather_objects, barrier, init_distributed, reduce_mean
 from .evaluate import evaluator_for, run_inference
 from .optim import build_optimizer, build_scheduler
@@ -46,15 +47,6 @@ __all__ = ["NonFiniteLossError", "fit", "resolve_device"]
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name} but CUDA is not available")
-    return device
 
 
 def autocast_context(amp: str, device: torch.device):

@@ -14,21 +14,14 @@ faster-coco-eval's C++ kernel, with ``backend="hotcoco"`` by hotcoco's Rust ``CO
 from __future__ import annotations
 
 import time
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from detector import fastjson
-from detector.evaluation.base import (
-    Detections,
-    EvaluationWarning,
-    PredictionStore,
-    drop_invalid,
-    gc_paused,
-)
+from detector.evaluation.base import Evaluator
 from detector.evaluation.coco_engine import (
     COCO_STAT_KEYS,
     IOU_THRS,
@@ -39,6 +32,8 @@ from detector.evaluation.coco_engine import (
     resolve_backend,
     run_coco_bbox,
 )
+from detector.evaluation.detections import Detections, ResultsFileError, gc_paused
+from detector.evaluation.registry import register
 
 __all__ = ["COCO_PROTOCOL", "CocoEvaluator", "coco_gt_from_records"]
 
@@ -143,7 +138,7 @@ def _label_lut(label_to_category_id: Mapping[int, int] | None, num_classes: int)
     return lut
 
 
-class CocoEvaluator:
+class CocoEvaluator(Evaluator):
     """COCO bbox mAP with pycocotools' protocol.
 
     Args:
@@ -167,10 +162,12 @@ class CocoEvaluator:
     """
 
     kind = "coco"
+    display_name = "COCO"
+    unused_options = frozenset({"gt_dir", "source", "metric"})
 
     def __init__(
         self,
-        class_names: Sequence[str] | None,
+        class_names: Sequence[str] | None = None,
         *,
         ann_file: str | Path | None = None,
         records: Sequence[Mapping[str, Any]] | None = None,
@@ -185,8 +182,7 @@ class CocoEvaluator:
         self.strict = strict
         if ann_file is not None:
             self.gt_source = str(ann_file)
-            with gc_paused():
-                gt = fastjson.load_file(ann_file)
+            gt = _load_annotation_file(ann_file)
             if not isinstance(gt, dict) or "images" not in gt or "categories" not in gt:
                 raise ValueError(f"{ann_file} is not a COCO instances file (images/categories)")
             gt.setdefault("annotations", [])
@@ -214,68 +210,45 @@ class CocoEvaluator:
             self.gt_source = "records"
             gt, original_ids = coco_gt_from_records(records, class_names, label_to_category_id)
             self.lut = _label_lut(label_to_category_id, len(class_names))
-        self.class_names = list(class_names)
-        self.num_classes = len(self.class_names)
+        self._init_evaluator(original_ids, class_names, strict=strict)
         self.gt = gt
-        self.original_image_ids = original_ids
+        self.original_image_ids = self.image_ids
         self.coco_image_ids = np.array([int(img["id"]) for img in gt["images"]], dtype=np.int64)
         self.category_id_to_label = {int(c): k for k, c in enumerate(self.lut.tolist()) if k}
         self.category_names = {int(c["id"]): str(c.get("name", c["id"])) for c in gt["categories"]}
         for cat, label in self.category_id_to_label.items():
             self.category_names[cat] = self.class_names[label - 1]
-        self._store = PredictionStore(original_ids, self.num_classes)
         self.last_output: CocoEvalOutput | None = None
-        self.last_detections: Detections | None = None
 
-    # -- Evaluator protocol ---------------------------------------------------------------------
-
-    def reset(self) -> None:
-        """Forget all processed predictions."""
-        self._store.reset()
-
-    def process(self, image_ids: Sequence[Any], predictions: Sequence[Mapping[str, Any]]) -> None:
-        """Store a batch of predictions (original-image pixel xyxy, labels 1..C)."""
-        self._store.add(image_ids, predictions)
-
-    def state(self) -> list[Any]:
-        """Picklable per-image predictions (see :mod:`detector.evaluation.base`)."""
-        return self._store.state()
-
-    def load_state(self, state: Iterable[Any]) -> None:
-        """Add per-image predictions from :meth:`state` (e.g. gathered from other ranks)."""
-        self._store.load_state(state)
-
-    def evaluate(self) -> dict[str, Any]:
-        """COCO metrics over all processed predictions (see the class docstring)."""
-        counters = {"num_duplicate_images": self._store.num_duplicate_images}
-        self._store.warn_duplicates()
-        dets = self._store.detections()
-        if not len(dets):
-            warnings.warn("COCO evaluation without any detection", EvaluationWarning, stacklevel=2)
-        return self.evaluate_detections(dets, counters=counters, source="predictions")
+    @property
+    def protocol(self) -> str:
+        """Human-readable name of what :meth:`evaluate` computes."""
+        return COCO_PROTOCOL
 
     # -- shared by model runs and results files --------------------------------------------------
 
-    def evaluate_detections(
-        self,
-        dets: Detections,
-        *,
-        counters: dict[str, Any] | None = None,
-        source: str = "detections",
+    def _score(
+        self, dets: Detections, image_mask: np.ndarray, counters: dict[str, Any], source: str
     ) -> dict[str, Any]:
-        """Evaluate flat detections (``image_index`` into the ground-truth images, labels 1..C)."""
-        counters = dict(counters or {})
+        """pycocotools' metrics; the ground truth is cut to the images of ``image_mask`` (as
+        ``params.imgIds`` would) when some are left out."""
         t0 = time.perf_counter()
-        dets = drop_invalid(dets, strict=self.strict, source=source, counters=counters)
+        gt = self.gt
+        if not image_mask.all():
+            kept_ids = set(self.coco_image_ids[image_mask].tolist())
+            gt = {
+                **self.gt,
+                "images": [img for img in self.gt["images"] if int(img["id"]) in kept_ids],
+                "annotations": [
+                    a for a in self.gt["annotations"] if int(a["image_id"]) in kept_ids
+                ],
+            }
         image_ids = self.coco_image_ids[dets.image_index]
         category_ids = self.lut[dets.labels]
         xywh = dets.get_xywh()
         convert_s = time.perf_counter() - t0
-        out = run_coco_bbox(
-            self.gt, image_ids, category_ids, xywh, dets.scores, backend=self.backend
-        )
+        out = run_coco_bbox(gt, image_ids, category_ids, xywh, dets.scores, backend=self.backend)
         self.last_output = out
-        self.last_detections = dets
         metrics: dict[str, Any] = {"protocol": COCO_PROTOCOL, "backend": out.backend}
         for key, value in zip(COCO_STAT_KEYS, out.stats.tolist()):
             metrics[key] = value
@@ -286,11 +259,11 @@ class CocoEvaluator:
             name = self.category_names.get(cat, str(cat))
             metrics[f"AP/{name}"] = float(ap[k])
             metrics[f"AP50/{name}"] = float(ap50[k])
-        anns = self.gt["annotations"]
+        anns = gt["annotations"]
         n_crowd = sum(1 for a in anns if a.get("iscrowd", 0))
         metrics.update(
             {
-                "num_images": len(self.gt["images"]),
+                "num_images": len(gt["images"]),
                 "num_gt": len(anns) - n_crowd,
                 "num_gt_crowd": n_crowd,
                 "num_detections": len(dets),
@@ -304,29 +277,9 @@ class CocoEvaluator:
 
     # -- outputs ---------------------------------------------------------------------------------
 
-    def results(self) -> list[dict[str, Any]]:
-        """The last evaluated detections as a COCO results list.
-
-        ``image_id`` is the ground truth's own image id (a record's id for records), the
-        ``category_id`` the ground truth's category id, ``bbox`` ``[x, y, w, h]`` pixels with
-        full float precision so that evaluating the written file gives the same numbers.
-        """
-        dets = self.last_detections
-        if dets is None:
-            dets = drop_invalid(
-                self._store.detections(), strict=self.strict, source="predictions", counters={}
-            )
-        ids = [self.original_image_ids[i] for i in dets.image_index.tolist()]
-        ids = [i.item() if hasattr(i, "item") else i for i in ids]
-        return [
-            {"image_id": i, "category_id": c, "bbox": b, "score": s}
-            for i, c, b, s in zip(
-                ids,
-                self.lut[dets.labels].tolist(),
-                dets.get_xywh().tolist(),
-                dets.scores.tolist(),
-            )
-        ]
+    def category_ids(self, labels: np.ndarray) -> np.ndarray:
+        """The ground truth's category ids of labels ``1..C``."""
+        return self.lut[labels]
 
     def pr_curves(self, iou: float = 0.5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per-class interpolated precision at pycocotools' 101 recall points (area all, 100 dets).
@@ -352,14 +305,10 @@ class CocoEvaluator:
             raise RuntimeError("call evaluate() first")
         return self.last_output.summary
 
-    def report_artifacts(self, *, with_results: bool = True) -> dict[str, Any]:
-        """Keyword arguments for :func:`detector.evaluation.report.write_report`."""
-        return {
-            "pr_curves": self.pr_curves(),
-            "summary": self.summary(),
-            "results": self.results() if with_results else None,
-            "pr_title": "COCO precision/recall at IoU 0.50 (101-point interpolated)",
-        }
+    @property
+    def pr_title(self) -> str:
+        """Title of the precision/recall figure."""
+        return "COCO precision/recall at IoU 0.50 (101-point interpolated)"
 
     # -- results files ---------------------------------------------------------------------------
 
@@ -383,3 +332,17 @@ class CocoEvaluator:
     def category_lookup(self) -> dict[Any, int]:
         """Category id of a results file -> label ``1..C``."""
         return dict(self.category_id_to_label)
+
+
+def _load_annotation_file(ann_file: str | Path) -> Any:
+    """Parse a COCO annotation file; one clear error naming the file when it is not JSON."""
+    try:
+        with gc_paused():
+            return fastjson.load_file(ann_file)
+    except RecursionError:
+        raise ResultsFileError(f"annotation file {ann_file} is nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError (binary files)
+        raise ResultsFileError(f"annotation file {ann_file} is not valid JSON: {e}") from None
+
+
+register("coco", CocoEvaluator.from_options)

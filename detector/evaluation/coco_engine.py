@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from detector.evaluation.base import EvaluationWarning, gc_paused
+from detector.evaluation.detections import EvaluationWarning, gc_paused
 
 __all__ = [
     "AREA_RANGES",
@@ -291,14 +291,11 @@ def _run_hotcoco(gt, image_ids, category_ids, xywh, scores) -> CocoEvalOutput:
         timings["evaluate"] = time.perf_counter() - t0
     precision = np.asarray(evaluator.eval["precision"], dtype=np.float64)
     recall = np.asarray(evaluator.eval["recall"], dtype=np.float64)
-    stats = summarize_coco(precision, recall)
-    return CocoEvalOutput(
-        stats=stats,
-        precision=precision,
-        recall=recall,
-        cat_ids=[int(c) for c in evaluator.params.catIds],
-        backend=f"hotcoco {_version('hotcoco')}",
-        summary=format_coco_summary(stats),
+    return _output(
+        precision,
+        recall,
+        [int(c) for c in evaluator.params.catIds],
+        f"hotcoco {_version('hotcoco')}",
         details=timings,
     )
 
@@ -356,14 +353,11 @@ def _run_faster_stock(gt, image_ids, category_ids, xywh, scores) -> CocoEvalOutp
     evaluator.accumulate()
     precision, recall = evaluator.eval["precision"], evaluator.eval["recall"]
     cat_ids = [int(c) for c in evaluator.params.catIds]
-    stats = summarize_coco(precision, recall)
-    return CocoEvalOutput(
-        stats=stats,
-        precision=precision,
-        recall=recall,
-        cat_ids=cat_ids,
-        backend=f"faster-coco-eval {_version('faster-coco-eval')} (COCOeval_faster)",
-        summary=format_coco_summary(stats),
+    return _output(
+        precision,
+        recall,
+        cat_ids,
+        f"faster-coco-eval {_version('faster-coco-eval')} (COCOeval_faster)",
     )
 
 
@@ -511,14 +505,11 @@ def _run_faster_kernel(cpp, gt, image_ids, category_ids, xywh, scores) -> CocoEv
     precision = np.asarray(result["precision"], dtype=np.float64)
     recall = np.asarray(result["recall"], dtype=np.float64)
     timings["kernel"] = time.perf_counter() - t0
-    stats = summarize_coco(precision, recall)
-    return CocoEvalOutput(
-        stats=stats,
-        precision=precision,
-        recall=recall,
-        cat_ids=cat_ids,
-        backend=f"faster-coco-eval {_version('faster-coco-eval')} (C++ kernel)",
-        summary=format_coco_summary(stats),
+    return _output(
+        precision,
+        recall,
+        cat_ids,
+        f"faster-coco-eval {_version('faster-coco-eval')} (C++ kernel)",
         details=timings,
     )
 
@@ -529,6 +520,26 @@ def _run_faster_kernel(cpp, gt, image_ids, category_ids, xywh, scores) -> CocoEv
 def _mean_valid(values: np.ndarray) -> float:
     valid = values[values > -1]
     return -1.0 if valid.size == 0 else float(np.mean(valid))
+
+
+def _output(
+    precision: np.ndarray,
+    recall: np.ndarray,
+    cat_ids: list[int],
+    backend: str,
+    details: dict[str, float] | None = None,
+) -> CocoEvalOutput:
+    """A :class:`CocoEvalOutput` from an engine's accumulated arrays (stats and summary ours)."""
+    stats = summarize_coco(precision, recall)
+    return CocoEvalOutput(
+        stats=stats,
+        precision=precision,
+        recall=recall,
+        cat_ids=cat_ids,
+        backend=backend,
+        summary=format_coco_summary(stats),
+        details=dict(details or {}),
+    )
 
 
 def summarize_coco(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:

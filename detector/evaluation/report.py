@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from detector.evaluation.results import write_results_file
+
 __all__ = ["format_per_class_table", "plot_pr_curves", "write_report"]
 
 _HEADLINE = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "mAP")
@@ -274,8 +276,6 @@ def write_report(
         What was written, by kind (``metrics``, ``table_md``, ``table_txt``, ``pr_curves``,
         ``summary``, ``detections``).
     """
-    from detector.evaluation.results import write_results_file
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}

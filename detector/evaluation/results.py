@@ -22,8 +22,6 @@ Nothing is dropped silently:
 from __future__ import annotations
 
 import json
-import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,12 +29,13 @@ from typing import Any
 import numpy as np
 
 from detector import fastjson
-from detector.evaluation.base import Detections, EvaluationWarning, ResultsFileError, gc_paused
+from detector.evaluation.detections import Detections, ResultsFileError, gc_paused
 
 __all__ = [
     "detections_from_results",
-    "evaluate_results_file",
+    "load_detections_file",
     "load_results_file",
+    "load_wider_txt_folder",
     "write_results_file",
 ]
 
@@ -55,11 +54,23 @@ def load_results_file(path: str | Path) -> list[Any]:
             f"results file {path} is empty ({len(text)} bytes); a run without detections is "
             "written as []"
         )
+    if b"\x00" in text[:4096]:
+        raise ResultsFileError(
+            f"results file {path} is binary, not JSON text (a NUL byte in its first 4 KiB); "
+            "expected a JSON list of detections"
+        )
     try:
         with gc_paused():
             data = fastjson.loads(text)
-    except json.JSONDecodeError as e:
-        raise ResultsFileError(f"results file {path} is not valid JSON: {e}") from e
+    except RecursionError:
+        raise ResultsFileError(
+            f"results file {path} is nested too deeply to be a results list (a detection is "
+            "an object holding a list of 4 numbers)"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise ResultsFileError(f"results file {path} is not UTF-8 JSON text: {e}") from None
+    except ValueError as e:  # json.JSONDecodeError and anything else the parser rejects
+        raise ResultsFileError(f"results file {path} is not valid JSON: {e}") from None
     if not isinstance(data, list):
         raise ResultsFileError(
             f"results file {path} must hold a JSON list of detections, got {type(data).__name__}"
@@ -195,107 +206,78 @@ def _check_known(
     )
 
 
-def evaluate_results_file(
-    results_json: str | Path,
-    *,
-    ann_file: str | Path | None = None,
-    records: Sequence[Mapping[str, Any]] | None = None,
-    class_names: Sequence[str] | None = None,
-    kind: str = "coco",
-    backend: str = "auto",
-    out_dir: str | Path | None = None,
-    label_to_category_id: Mapping[int, int] | None = None,
-    strict: bool = False,
-    **evaluator_kwargs: Any,
-) -> dict[str, Any]:
-    """Evaluate a COCO-format results file against a ground truth.
+def load_wider_txt_folder(folder: str | Path) -> list[dict[str, Any]]:
+    """Read the WIDER FACE prediction folder that face detectors write for ``eval_tools``.
 
-    Args:
-        results_json: the results file (see the module docstring).
-        ann_file: COCO annotation file (``kind="coco"``).
-        records: dataset records (COCO from records, or VOC).
-        class_names: the class names (required with records; VOC category ids index it 1-based).
-        kind: ``"coco"``, ``"voc"`` (VOC2010+ all-point AP unless ``metric="voc07"`` is
-            passed) or ``"voc07"`` (VOC2007 11-point AP).
-        backend: COCO engine, ``"auto"``, ``"pycocotools"`` or ``"faster"``.
-        out_dir: when given, :func:`~detector.evaluation.report.write_report` writes
-            ``metrics.json``, the per-class tables, the PR curves and ``summary.txt`` there.
-        label_to_category_id: for COCO, contiguous label -> category id (see
-            :class:`~detector.evaluation.coco.CocoEvaluator`).
-        strict: raise on invalid numbers instead of dropping them with a counted warning.
-        **evaluator_kwargs: passed to the evaluator (e.g. ``metric``, ``use_07_plus_one``,
-            ``iou_threshold`` for VOC).
+    The layout is ``<folder>/<event>/<image name>.txt``, each file holding the image name on
+    its first line, the number of faces on the second and then one ``x y w h score`` line per
+    face (pixels, the official ``read_pred.m`` format).
 
     Returns:
-        The evaluator's metrics plus ``results_file``, ``time_load_s``, ``time_write_s`` and
-        ``time_total_s``.
+        A COCO-format results list: ``image_id`` ``"<event>/<image name>.jpg"`` (the file's
+        event folder and stem, the form WIDER FACE ground truth uses), ``category_id`` 1.
+
+    Raises:
+        ResultsFileError: no ``.txt`` file, or a file whose count or lines are malformed (named,
+            with the line number).
     """
-    from detector.evaluation import build_evaluator
-    from detector.evaluation.report import write_report
+    folder = Path(folder)
+    files = sorted(folder.rglob("*.txt"))
+    if not files:
+        raise ResultsFileError(
+            f"{folder}: no .txt prediction files (expected <event>/<image>.txt, the WIDER FACE "
+            "eval_tools layout, or a COCO-format results .json file)"
+        )
+    entries: list[dict[str, Any]] = []
+    for path in files:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ResultsFileError(f"cannot read WIDER FACE prediction file {path}: {e}") from None
+        rel = path.relative_to(folder)
+        event = rel.parent.as_posix() if rel.parent != Path(".") else ""
+        image_id = f"{event}/{path.stem}.jpg" if event else f"{path.stem}.jpg"
+        if len(lines) < 2:
+            raise ResultsFileError(
+                f"{path}: expected the image name, the number of faces and one 'x y w h score' "
+                f"line per face; got {len(lines)} line(s)"
+            )
+        try:
+            count = int(float(lines[1].strip() or "0"))
+        except ValueError:
+            raise ResultsFileError(
+                f"{path}, line 2: expected the number of faces, got {lines[1]!r:.80}"
+            ) from None
+        rows = [line for line in lines[2:] if line.strip()]
+        if count < 0 or len(rows) < count:
+            raise ResultsFileError(
+                f"{path}: line 2 announces {count} face(s) but {len(rows)} line(s) follow"
+            )
+        for k, line in enumerate(rows[:count]):
+            fields = line.split()
+            try:
+                x, y, w, h, score = (float(v) for v in fields[:5])
+            except ValueError:
+                x = None
+            if x is None or len(fields) < 5:
+                raise ResultsFileError(
+                    f"{path}, line {k + 3}: expected 'x y w h score', got {line!r:.80}"
+                )
+            entries.append(
+                {"image_id": image_id, "category_id": 1, "bbox": [x, y, w, h], "score": score}
+            )
+    return entries
 
-    t_start = time.perf_counter()
-    kind = kind.lower()
-    if kind == "voc07":
-        kind = "voc"
-        evaluator_kwargs.setdefault("metric", "voc07")
-    if kind == "coco":
-        evaluator = build_evaluator(
-            "coco",
-            class_names=class_names,
-            ann_file=ann_file,
-            records=records,
-            label_to_category_id=label_to_category_id,
-            backend=backend,
-            strict=strict,
-            **evaluator_kwargs,
-        )
-    elif kind == "voc":
-        if records is None or class_names is None:
-            raise ValueError("VOC evaluation needs records and class_names")
-        evaluator = build_evaluator(
-            "voc", class_names=class_names, records=records, strict=strict, **evaluator_kwargs
-        )
-    else:
-        raise ValueError(f"unknown kind {kind!r}; choose coco, voc or voc07")
-    t_gt = time.perf_counter()
 
-    source = str(results_json)
-    entries = load_results_file(results_json)
-    counters: dict[str, Any] = {}
-    if not entries:
-        warnings.warn(
-            f"{source} holds no detections ([]); every AP will be 0",
-            EvaluationWarning,
-            stacklevel=2,
-        )
-        counters["num_empty_results_files"] = 1
-    t_parse = time.perf_counter()
-    with gc_paused():
-        dets = detections_from_results(
-            entries,
-            image_lookup=evaluator.image_lookup(),
-            category_lookup=evaluator.category_lookup(),
-            source=source,
-        )
-        del entries
-    t_load = time.perf_counter()
-    metrics = evaluator.evaluate_detections(dets, counters=counters, source=source)
-    t_eval = time.perf_counter()
-    metrics["results_file"] = source
-    if out_dir is not None:
-        write_report(metrics, out_dir, **evaluator.report_artifacts(with_results=False))
-    t_end = time.perf_counter()
-    metrics.update(
-        {
-            "time_gt_s": t_gt - t_start,
-            "time_parse_s": t_parse - t_gt,
-            "time_check_s": t_load - t_parse,
-            "time_load_s": t_load - t_gt,
-            "time_eval_s": t_eval - t_load,
-            "time_write_s": t_end - t_eval,
-            "time_total_s": t_end - t_start,
-        }
-    )
-    if out_dir is not None:  # metrics.json again, now with the timings
-        write_report(metrics, out_dir, metrics_only=True)
-    return metrics
+def load_detections_file(path: str | Path) -> list[Any]:
+    """A COCO-format results list from a ``.json`` results file or a WIDER FACE ``.txt`` folder.
+
+    Raises:
+        ResultsFileError: the path does not exist, or its content cannot be read (named).
+    """
+    path = Path(path)
+    if path.is_dir():
+        return load_wider_txt_folder(path)
+    if not path.exists():
+        raise ResultsFileError(f"results file {path} not found")
+    return load_results_file(path)

@@ -35,14 +35,15 @@ mean over the same classes (see ``tests/test_eval_voc.py``).
 from __future__ import annotations
 
 import time
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from detector.evaluation.base import Detections, EvaluationWarning, PredictionStore, drop_invalid
+from detector.evaluation.base import Evaluator
+from detector.evaluation.detections import Detections
+from detector.evaluation.registry import register
 
 __all__ = ["VOCEvaluator", "match_voc", "voc_ap", "voc_iou"]
 
@@ -158,7 +159,7 @@ def match_voc(
     return order, tp, fp
 
 
-class VOCEvaluator:
+class VOCEvaluator(Evaluator):
     """PASCAL VOC AP per class and mAP (see the module docstring for the exact rules).
 
     Args:
@@ -172,6 +173,8 @@ class VOCEvaluator:
     """
 
     kind = "voc"
+    display_name = "VOC"
+    unused_options = frozenset({"ann_file", "label_to_category_id", "backend", "gt_dir", "source"})
 
     def __init__(
         self,
@@ -185,15 +188,12 @@ class VOCEvaluator:
     ) -> None:
         if metric not in ("voc07", "voc"):
             raise ValueError(f"metric must be 'voc07' or 'voc', got {metric!r}")
-        self.class_names = list(class_names)
-        self.num_classes = len(self.class_names)
+        self.records = list(records)
+        self._init_evaluator([r["image_id"] for r in self.records], class_names, strict=strict)
+        self.original_image_ids = self.image_ids
         self.metric = metric
         self.iou_threshold = float(iou_threshold)
         self.use_07_plus_one = bool(use_07_plus_one)
-        self.strict = strict
-        self.records = list(records)
-        self.original_image_ids = [r["image_id"] for r in self.records]
-        self._store = PredictionStore(self.original_image_ids, self.num_classes)
         gi, gl, gb, gd = [], [], [], []
         for pos, rec in enumerate(self.records):
             boxes = np.asarray(rec["boxes"], dtype=np.float64).reshape(-1, 4)
@@ -225,7 +225,6 @@ class VOCEvaluator:
             self.gt_labels[self.gt_difficult], minlength=self.num_classes + 1
         )[1:]
         self.curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self.last_detections: Detections | None = None
 
     @property
     def protocol(self) -> str:
@@ -237,55 +236,26 @@ class VOCEvaluator:
             "ignored, mAP over classes with ground truth"
         )
 
-    # -- Evaluator protocol ---------------------------------------------------------------------
-
-    def reset(self) -> None:
-        """Forget all processed predictions."""
-        self._store.reset()
-
-    def process(self, image_ids: Sequence[Any], predictions: Sequence[Mapping[str, Any]]) -> None:
-        """Store a batch of predictions (original-image pixel xyxy, labels 1..C)."""
-        self._store.add(image_ids, predictions)
-
-    def state(self) -> list[Any]:
-        """Picklable per-image predictions (see :mod:`detector.evaluation.base`)."""
-        return self._store.state()
-
-    def load_state(self, state: Iterable[Any]) -> None:
-        """Add per-image predictions from :meth:`state` (e.g. gathered from other ranks)."""
-        self._store.load_state(state)
-
-    def evaluate(self) -> dict[str, Any]:
-        """AP per class and mAP over all processed predictions.
+    def _score(
+        self, dets: Detections, image_mask: np.ndarray, counters: dict[str, Any], source: str
+    ) -> dict[str, Any]:
+        """AP per class and mAP over the records of ``image_mask``.
 
         Keys: ``mAP``, per class ``AP/<name>``, ``num_gt/<name>`` (non-difficult),
         ``num_tp/<name>``, ``num_fp/<name>``; counters; ``protocol``.
         """
-        counters = {"num_duplicate_images": self._store.num_duplicate_images}
-        self._store.warn_duplicates()
-        dets = self._store.detections()
-        if not len(dets):
-            warnings.warn("VOC evaluation without any detection", EvaluationWarning, stacklevel=2)
-        return self.evaluate_detections(dets, counters=counters, source="predictions")
-
-    def evaluate_detections(
-        self,
-        dets: Detections,
-        *,
-        counters: dict[str, Any] | None = None,
-        source: str = "detections",
-    ) -> dict[str, Any]:
-        """Evaluate flat detections (``image_index`` into the records, labels 1..C)."""
-        counters = dict(counters or {})
         t0 = time.perf_counter()
-        dets = drop_invalid(dets, strict=self.strict, source=source, counters=counters)
-        self.last_detections = dets
+        mask = image_mask
+        gt_keep = mask[self.gt_image]
+        gt_labels, gt_difficult = self.gt_labels[gt_keep], self.gt_difficult[gt_keep]
+        num_gt = np.bincount(gt_labels[~gt_difficult], minlength=self.num_classes + 1)[1:]
+        num_difficult = np.bincount(gt_labels[gt_difficult], minlength=self.num_classes + 1)[1:]
         order, tp, fp = match_voc(
             dets,
-            self.gt_image,
-            self.gt_labels,
-            self.gt_boxes,
-            self.gt_difficult,
+            self.gt_image[gt_keep],
+            gt_labels,
+            self.gt_boxes[gt_keep],
+            gt_difficult,
             iou_threshold=self.iou_threshold,
             plus_one=self.use_07_plus_one,
         )
@@ -309,7 +279,7 @@ class VOCEvaluator:
             cfp = np.cumsum(fp[lo:hi][keep]).astype(np.float64)
             n_tp[k] = int(tp[lo:hi].sum())
             n_fp[k] = int(fp[lo:hi].sum())
-            npos = int(self.num_gt[k])
+            npos = int(num_gt[k])
             if npos == 0:
                 n_no_gt += hi - lo
                 continue
@@ -322,15 +292,15 @@ class VOCEvaluator:
             metrics["mAP"] = float(np.mean(aps[valid]))
         for k, name in enumerate(self.class_names):
             metrics[f"AP/{name}"] = float(aps[k])
-        for column, values in (("num_gt", self.num_gt), ("num_tp", n_tp), ("num_fp", n_fp)):
+        for column, values in (("num_gt", num_gt), ("num_tp", n_tp), ("num_fp", n_fp)):
             for k, name in enumerate(self.class_names):
                 metrics[f"{column}/{name}"] = int(values[k])
         metrics.update(
             {
-                "num_images": len(self.records),
+                "num_images": int(mask.sum()),
                 "num_classes_in_map": int(valid.sum()),
-                "num_gt": int(self.num_gt.sum()),
-                "num_gt_difficult": int(self.num_difficult.sum()),
+                "num_gt": int(num_gt.sum()),
+                "num_gt_difficult": int(num_difficult.sum()),
                 "num_detections": len(dets),
                 "num_true_positives": int(tp.sum()),
                 "num_false_positives": int(fp.sum()),
@@ -344,38 +314,14 @@ class VOCEvaluator:
 
     # -- outputs ---------------------------------------------------------------------------------
 
-    def results(self) -> list[dict[str, Any]]:
-        """The last evaluated detections as a COCO-format results list (VOC layout).
-
-        ``image_id`` is the record's image id, ``category_id`` the 1-based class index, ``bbox``
-        ``[x1, y1, x2 - x1, y2 - y1]``.
-        """
-        dets = self.last_detections
-        if dets is None:
-            dets = drop_invalid(
-                self._store.detections(), strict=self.strict, source="predictions", counters={}
-            )
-        ids = [self.original_image_ids[i] for i in dets.image_index.tolist()]
-        ids = [i.item() if hasattr(i, "item") else i for i in ids]
-        return [
-            {"image_id": i, "category_id": c, "bbox": b, "score": s}
-            for i, c, b, s in zip(
-                ids, dets.labels.tolist(), dets.get_xywh().tolist(), dets.scores.tolist()
-            )
-        ]
-
     def pr_curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per-class raw (recall, precision) after each detection, from the last evaluation."""
         return dict(self.curves)
 
-    def report_artifacts(self, *, with_results: bool = True) -> dict[str, Any]:
-        """Keyword arguments for :func:`detector.evaluation.report.write_report`."""
-        return {
-            "pr_curves": self.pr_curves(),
-            "summary": None,
-            "results": self.results() if with_results else None,
-            "pr_title": f"VOC precision/recall at IoU {self.iou_threshold:g}",
-        }
+    @property
+    def pr_title(self) -> str:
+        """Title of the precision/recall figure."""
+        return f"VOC precision/recall at IoU {self.iou_threshold:g}"
 
     def image_lookup(self) -> dict[Any, int]:
         """Image id in a results file -> record position: the record id, its str, or file stem."""
@@ -397,3 +343,18 @@ class VOCEvaluator:
     def category_lookup(self) -> dict[Any, int]:
         """Category id in a results file (1-based class index) -> label."""
         return {k: k for k in range(1, self.num_classes + 1)}
+
+
+def _build_voc(**options: Any) -> VOCEvaluator:
+    """``voc``: the VOC2010+ all-point AP unless ``metric`` says otherwise."""
+    options.setdefault("metric", "voc")
+    return VOCEvaluator.from_options(**options)
+
+
+def _build_voc07(**options: Any) -> VOCEvaluator:
+    """``voc07``: the VOC2007 11-point AP."""
+    return VOCEvaluator.from_options(**{**options, "metric": "voc07"})
+
+
+register("voc", _build_voc)
+register("voc07", _build_voc07)

@@ -47,21 +47,25 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from detector.evaluation.base import (
-    Detections,
-    EvaluationWarning,
-    PredictionStore,
-    ResultsFileError,
-    drop_invalid,
+from detector.evaluation.base import Evaluator
+from detector.evaluation.detections import Detections, EvaluationWarning, ResultsFileError
+from detector.evaluation.registry import register
+from detector.evaluation.voc import voc_ap
+from detector.evaluation.widerface_gt import (
+    SUBSET_FILES,
+    SUBSETS,
+    VAL_MAT,
+    WiderGroundTruth,
+    WiderGroundTruthError,
+    load_wider_ground_truth,
 )
-from detector.evaluation.voc import voc_ap, voc_iou
+from detector.evaluation.widerface_match import match_faces, score_outcomes, threshold_pr_counts
 
 __all__ = [
     "SUBSETS",
@@ -75,267 +79,8 @@ __all__ = [
     "threshold_pr_counts",
 ]
 
-#: The official subsets, in the order their APs are reported.
-SUBSETS: tuple[str, ...] = ("easy", "medium", "hard")
-#: File of every validation face (``event_list``, ``file_list``, ``face_bbx_list``).
-VAL_MAT = "wider_face_val.mat"
-#: File of each subset's keep lists (``gt_list``).
-SUBSET_FILES: dict[str, str] = {s: f"wider_{s}_val.mat" for s in SUBSETS}
 
-
-class WiderGroundTruthError(ValueError):
-    """A WIDER FACE ground-truth ``.mat`` file lacks a field or is not in the official layout."""
-
-
-@dataclass
-class WiderGroundTruth:
-    """The official validation ground truth, flattened to one entry per image.
-
-    Attributes:
-        events: ``[I]`` event folder of each image (``"0--Parade"``).
-        names: ``[I]`` file name without extension (``"0_Parade_marchingband_1_465"``).
-        boxes: ``[I]`` float64 ``[N_i, 4]`` faces as ``[x, y, w, h]`` pixels, as stored.
-        keep: subset name -> ``[I]`` int64 ``[K_i]`` 0-based indices of the subset's faces.
-        source: the folder the files were read from (named in messages).
-    """
-
-    events: list[str]
-    names: list[str]
-    boxes: list[np.ndarray]
-    keep: dict[str, list[np.ndarray]]
-    source: Path
-
-    @property
-    def image_keys(self) -> list[str]:
-        """``"event/name.jpg"`` per image: the image path relative to ``WIDER_val/images``."""
-        return [f"{e}/{n}.jpg" for e, n in zip(self.events, self.names)]
-
-
-def _mat_str(value: Any, what: str, path: Path) -> str:
-    """Unwrap the nested object/char arrays ``scipy.io.loadmat`` makes of a MATLAB string."""
-    for _ in range(8):
-        if isinstance(value, str):
-            return value
-        arr = np.asarray(value)
-        if arr.dtype.kind == "U" and arr.size == 1:
-            return str(arr.reshape(-1)[0])
-        if arr.size != 1:
-            break
-        value = arr.reshape(-1)[0]
-    raise WiderGroundTruthError(f"{path}: {what} is not a string ({value!r:.80})")
-
-
-def _cells(value: Any, what: str, path: Path) -> list[Any]:
-    """The elements of a MATLAB cell array (an ``[n, 1]`` or ``[1, n]`` object array)."""
-    arr = np.asarray(value)
-    if arr.dtype != object:
-        raise WiderGroundTruthError(f"{path}: {what} is not a cell array (dtype {arr.dtype})")
-    return list(arr.reshape(-1))
-
-
-def _load_mat(path: Path, keys: Sequence[str]) -> dict[str, Any]:
-    from scipy.io import loadmat
-
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: WIDER FACE ground-truth file not found (the official eval_tools "
-            f"ground_truth/ folder holds {VAL_MAT} and {', '.join(SUBSET_FILES.values())})"
-        )
-    try:
-        mat = loadmat(str(path))
-    except Exception as exc:  # scipy raises several types for files that are not .mat
-        raise WiderGroundTruthError(f"{path}: cannot read as a MATLAB .mat file ({exc})") from None
-    missing = [k for k in keys if k not in mat]
-    if missing:
-        raise WiderGroundTruthError(
-            f"{path}: missing {missing} (has {sorted(k for k in mat if not k.startswith('__'))})"
-        )
-    return mat
-
-
-def load_wider_ground_truth(
-    gt_dir: str | Path, subsets: Sequence[str] = SUBSETS
-) -> WiderGroundTruth:
-    """Read ``wider_face_val.mat`` and the subset files of the official ``eval_tools``.
-
-    Args:
-        gt_dir: folder with ``wider_face_val.mat`` and ``wider_<subset>_val.mat``.
-        subsets: which subset files to read (names of :data:`SUBSETS`).
-
-    Returns:
-        The ground truth with one entry per image, in the files' event / image order.
-
-    Raises:
-        FileNotFoundError: a file is missing (named).
-        WiderGroundTruthError: a file lacks a field, or its lists disagree in length with
-            ``wider_face_val.mat`` (named, with the event), or a keep index is out of range.
-    """
-    gt_dir = Path(gt_dir)
-    unknown = [s for s in subsets if s not in SUBSET_FILES]
-    if unknown:
-        raise ValueError(f"unknown WIDER FACE subset(s) {unknown}; choose from {list(SUBSETS)}")
-    val_path = gt_dir / VAL_MAT
-    mat = _load_mat(val_path, ("event_list", "file_list", "face_bbx_list"))
-    event_cells = _cells(mat["event_list"], "event_list", val_path)
-    file_cells = _cells(mat["file_list"], "file_list", val_path)
-    box_cells = _cells(mat["face_bbx_list"], "face_bbx_list", val_path)
-    if not len(event_cells) == len(file_cells) == len(box_cells):
-        raise WiderGroundTruthError(
-            f"{val_path}: event_list ({len(event_cells)}), file_list ({len(file_cells)}) and "
-            f"face_bbx_list ({len(box_cells)}) have different lengths"
-        )
-    events: list[str] = []
-    names: list[str] = []
-    boxes: list[np.ndarray] = []
-    per_event: list[int] = []
-    for i, (ev, files, faces) in enumerate(zip(event_cells, file_cells, box_cells)):
-        event = _mat_str(ev, f"event_list[{i}]", val_path)
-        files = _cells(files, f"file_list of event {event!r}", val_path)
-        faces = _cells(faces, f"face_bbx_list of event {event!r}", val_path)
-        if len(files) != len(faces):
-            raise WiderGroundTruthError(
-                f"{val_path}: event {event!r} has {len(files)} files but {len(faces)} face lists"
-            )
-        per_event.append(len(files))
-        for j, (f, b) in enumerate(zip(files, faces)):
-            names.append(_mat_str(f, f"file_list of event {event!r}, image {j}", val_path))
-            events.append(event)
-            arr = np.asarray(b, dtype=np.float64)
-            if arr.size == 0:
-                arr = arr.reshape(0, 4)
-            if arr.ndim != 2 or arr.shape[1] < 4:
-                raise WiderGroundTruthError(
-                    f"{val_path}: faces of {event}/{names[-1]} must be [N, 4] x y w h, got "
-                    f"shape {arr.shape}"
-                )
-            boxes.append(arr[:, :4].copy())
-    keep: dict[str, list[np.ndarray]] = {}
-    for subset in subsets:
-        path = gt_dir / SUBSET_FILES[subset]
-        sub = _load_mat(path, ("gt_list",))
-        sub_events = _cells(sub["gt_list"], "gt_list", path)
-        if len(sub_events) != len(per_event):
-            raise WiderGroundTruthError(
-                f"{path}: gt_list has {len(sub_events)} events but {VAL_MAT} has {len(per_event)}"
-            )
-        lists: list[np.ndarray] = []
-        pos = 0
-        for i, (cell, n) in enumerate(zip(sub_events, per_event)):
-            images = _cells(cell, f"gt_list[{i}]", path)
-            if len(images) != n:
-                raise WiderGroundTruthError(
-                    f"{path}: event {events[pos] if n else i!r} has {len(images)} keep lists but "
-                    f"{n} images in {VAL_MAT}"
-                )
-            for j, idx in enumerate(images):
-                k = np.asarray(idx, dtype=np.float64).reshape(-1)
-                num_faces = len(boxes[pos + j])
-                if k.size and (np.any(k != np.round(k)) or k.min() < 1 or k.max() > num_faces):
-                    raise WiderGroundTruthError(
-                        f"{path}: keep list of {events[pos + j]}/{names[pos + j]} must hold "
-                        f"1-based face indices in 1..{num_faces}, got {k.tolist()[:10]}"
-                    )
-                lists.append(k.astype(np.int64) - 1)
-            pos += n
-        keep[subset] = lists
-    return WiderGroundTruth(events, names, boxes, keep, gt_dir)
-
-
-def _iou_plus_one(dt: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """IoU matrix ``[K, N]`` of ``xyxy`` boxes with the ``+1`` inclusive-pixel convention.
-
-    The devkit's element-wise IoU (:func:`~detector.evaluation.voc.voc_iou`) over every pair;
-    non-overlapping pairs (intersection width or height ``<= 0``) get 0, as in the reference.
-    """
-    k, n = len(dt), len(gt)
-    pairs = voc_iou(np.repeat(dt, n, axis=0), np.tile(gt, (k, 1)), plus_one=True)
-    return np.maximum(pairs.reshape(k, n), 0.0)
-
-
-def match_faces(
-    image_index: np.ndarray,
-    boxes_xyxy: np.ndarray,
-    gt_boxes_xyxy: Sequence[np.ndarray],
-    *,
-    iou_threshold: float = 0.5,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Best face of each detection, image by image (step 3 of the module docstring).
-
-    Args:
-        image_index: ``[D]`` int64 image of each detection, detections already in the order
-            they are matched (by image, descending score within an image).
-        boxes_xyxy: ``[D, 4]`` float64 pixel ``[x1, y1, x2, y2]`` (``x2 = x + w``).
-        gt_boxes_xyxy: per image float64 ``[N_i, 4]`` faces as pixel ``xyxy``.
-        iou_threshold: minimum IoU of a match (``>=``).
-
-    Returns:
-        ``(face, matched)``: ``face`` ``[D]`` int64 index of the best face into the
-        concatenation of ``gt_boxes_xyxy`` (-1 for images without faces), ``matched`` ``[D]``
-        bool, the best IoU reaches ``iou_threshold``.
-    """
-    d = len(image_index)
-    face = np.full(d, -1, dtype=np.int64)
-    matched = np.zeros(d, dtype=bool)
-    if d == 0:
-        return face, matched
-    offsets = np.concatenate(([0], np.cumsum([len(g) for g in gt_boxes_xyxy])))
-    starts = np.flatnonzero(np.r_[True, image_index[1:] != image_index[:-1]])
-    ends = np.r_[starts[1:], d]
-    for lo, hi in zip(starts.tolist(), ends.tolist()):
-        img = int(image_index[lo])
-        gt = gt_boxes_xyxy[img]
-        if len(gt) == 0:
-            continue
-        iou = _iou_plus_one(boxes_xyxy[lo:hi], gt)
-        best = np.argmax(iou, axis=1)  # the first maximum, as MATLAB's max / numpy's argmax
-        face[lo:hi] = best + offsets[img]
-        matched[lo:hi] = iou[np.arange(hi - lo), best] >= iou_threshold
-    return face, matched
-
-
-def _score_outcomes(
-    face: np.ndarray, matched: np.ndarray, kept_face: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(proposal, recall)`` per detection, detections in matching order.
-
-    ``proposal``: counts as a true or false positive (not matched to an ignored face);
-    ``recall``: the first detection to recall a kept face (a true positive).
-    """
-    safe = np.maximum(face, 0)
-    on_kept = matched & (face >= 0) & kept_face[safe]
-    proposal = ~(matched & (face >= 0) & ~kept_face[safe])
-    recall = np.zeros(len(face), dtype=bool)
-    hits = np.flatnonzero(on_kept)
-    _, first = np.unique(face[hits], return_index=True)
-    recall[hits[first]] = True
-    return proposal, recall
-
-
-def threshold_pr_counts(
-    scores: np.ndarray, proposal: np.ndarray, recall: np.ndarray, num_thresholds: int = 1000
-) -> tuple[np.ndarray, np.ndarray]:
-    """Proposals and recalled faces at the reference's score thresholds (step 5).
-
-    Args:
-        scores: ``[D]`` float64 normalised scores in ``[0, 1]``.
-        proposal: ``[D]`` bool, the detection is a true or false positive.
-        recall: ``[D]`` bool, the detection recalls a face (a subset of ``proposal``).
-        num_thresholds: ``T``; threshold ``t = 1..T`` is ``1 - t / T``.
-
-    Returns:
-        ``(proposals [T], recalled [T])`` int64 counts of detections scoring ``>=`` each
-        threshold, thresholds in the reference's order (decreasing).
-    """
-    thresholds = 1.0 - np.arange(1, num_thresholds + 1, dtype=np.float64) / num_thresholds
-    # Detection d passes thresholds t >= first[d]; thresholds decrease, so count those above.
-    passed = np.searchsorted(thresholds[::-1], scores, side="right")  # how many are <= score
-    first = num_thresholds - passed
-    props = np.bincount(first[proposal], minlength=num_thresholds + 1)[:num_thresholds]
-    recs = np.bincount(first[recall], minlength=num_thresholds + 1)[:num_thresholds]
-    return np.cumsum(props), np.cumsum(recs)
-
-
-class WiderFaceEvaluator:
+class WiderFaceEvaluator(Evaluator):
     """WIDER FACE AP: easy / medium / hard by the official protocol, or plain AP.
 
     Args:
@@ -358,6 +103,8 @@ class WiderFaceEvaluator:
     """
 
     kind = "widerface"
+    display_name = "WIDER FACE"
+    unused_options = frozenset({"ann_file", "label_to_category_id", "backend", "metric"})
 
     def __init__(
         self,
@@ -371,23 +118,20 @@ class WiderFaceEvaluator:
         strict: bool = False,
         source: str | Path | None = None,
     ) -> None:
-        self.class_names = list(class_names)
-        if len(self.class_names) != 1:
+        if len(list(class_names)) != 1:
             raise ValueError(
-                f"WIDER FACE evaluation is for one class (faces), got {self.class_names}"
+                f"WIDER FACE evaluation is for one class (faces), got {list(class_names)}"
             )
         if num_thresholds < 1:
             raise ValueError(f"num_thresholds must be >= 1, got {num_thresholds}")
         self.iou_threshold = float(iou_threshold)
         self.num_thresholds = int(num_thresholds)
-        self.strict = strict
         self.curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self.last_detections: Detections | None = None
         if gt_dir is not None:
             self.ground_truth: WiderGroundTruth | None = load_wider_ground_truth(gt_dir, subsets)
             self.subsets = tuple(subsets)
             self.source = str(Path(gt_dir) / VAL_MAT)
-            self.image_ids: list[Any] = self.ground_truth.image_keys
+            image_ids: list[Any] = self.ground_truth.image_keys
             self.gt_xywh = self.ground_truth.boxes
             self.kept = {s: self._kept_mask(self.ground_truth.keep[s]) for s in self.subsets}
         else:
@@ -396,7 +140,7 @@ class WiderFaceEvaluator:
             self.ground_truth = None
             self.subsets = ()
             self.source = str(source) if source is not None else "the ground-truth records"
-            self.image_ids = [r["image_id"] for r in records]
+            image_ids = [r["image_id"] for r in records]
             self.gt_xywh = []
             ignore = []
             for rec in records:
@@ -416,7 +160,7 @@ class WiderFaceEvaluator:
         self.gt_xyxy = [
             np.concatenate([b[:, :2], b[:, :2] + b[:, 2:4]], axis=1) for b in self.gt_xywh
         ]
-        self._store = PredictionStore(self.image_ids, 1)
+        self._init_evaluator(image_ids, class_names, strict=strict)
         self._lookup = self.image_lookup()
 
     def _kept_mask(self, keep_lists: list[np.ndarray]) -> np.ndarray:
@@ -445,70 +189,36 @@ class WiderFaceEvaluator:
             "ignored faces (invalid / small / blurred) neither true nor false positives"
         )
 
-    # -- Evaluator protocol ---------------------------------------------------------------------
+    # -- Evaluator hooks -------------------------------------------------------------------------
 
-    def reset(self) -> None:
-        """Forget all processed predictions."""
-        self._store.reset()
+    def _coverage_counters(self, counters: dict[str, Any]) -> None:
+        """Count the images with predictions; warn when some (not all, not none) have none."""
+        processed = self._store.num_images_with_predictions
+        counters["num_images_with_predictions"] = processed
+        expected = len(self.image_ids) - len(self._store.skipped)
+        if 0 < processed < expected:
+            warnings.warn(
+                f"{expected - processed} of the {expected} images of {self.source} got no "
+                "predictions; their faces count as missed",
+                EvaluationWarning,
+                stacklevel=3,
+            )
 
-    def process(self, image_ids: Sequence[Any], predictions: Sequence[Mapping[str, Any]]) -> None:
-        """Store a batch of predictions (original-image pixel xyxy, label 1).
-
-        Image ids may be the dataset's (``"event/name.jpg"``) or, with ``gt_dir``, also
-        ``"event/name"``, ``"name.jpg"`` or ``"name"``.
-
-        Raises:
-            ResultsFileError: an image id that is not in the ground truth (naming its file).
-        """
-        self._store.add([self._canonical(i) for i in image_ids], predictions)
-
-    def state(self) -> list[Any]:
-        """Picklable per-image predictions (see :mod:`detector.evaluation.base`)."""
-        return self._store.state()
-
-    def load_state(self, state: Iterable[Any]) -> None:
-        """Add per-image predictions from :meth:`state` (e.g. gathered from other ranks)."""
-        self._store.load_state(state)
-
-    def evaluate(self) -> dict[str, Any]:
-        """AP per subset (or plain AP) over all processed predictions; see the module docstring.
+    def _score(
+        self, dets: Detections, image_mask: np.ndarray, counters: dict[str, Any], source: str
+    ) -> dict[str, Any]:
+        """AP per subset (or plain AP) over the images of ``image_mask`` (the faces of the
+        others are not counted); see the module docstring.
 
         Keys: ``mAP`` (mean subset AP, or the plain AP), ``AP`` (plain AP only), per subset
         (``all`` for plain AP) ``AP/<s>``, ``num_faces/<s>``, ``num_tp/<s>``, ``num_fp/<s>``,
         ``recall/<s>`` (with every detection); counters; ``protocol``.
         """
-        counters: dict[str, Any] = {"num_duplicate_images": self._store.num_duplicate_images}
-        self._store.warn_duplicates()
-        processed = self._store.num_images_with_predictions
-        counters["num_images_with_predictions"] = processed
-        if 0 < processed < len(self.image_ids):
-            warnings.warn(
-                f"{len(self.image_ids) - processed} of the {len(self.image_ids)} images of "
-                f"{self.source} got no predictions; their faces count as missed",
-                EvaluationWarning,
-                stacklevel=2,
-            )
-        dets = self._store.detections()
-        if not len(dets):
-            warnings.warn(
-                "WIDER FACE evaluation without any detection", EvaluationWarning, stacklevel=2
-            )
-        return self.evaluate_detections(dets, counters=counters, source="predictions")
-
-    def evaluate_detections(
-        self,
-        dets: Detections,
-        *,
-        counters: dict[str, Any] | None = None,
-        source: str = "detections",
-    ) -> dict[str, Any]:
-        """Evaluate flat detections (``image_index`` into :attr:`image_ids`, label 1)."""
-        counters = dict(counters or {})
         t0 = time.perf_counter()
-        dets = drop_invalid(dets, strict=self.strict, source=source, counters=counters)
         if len(dets) and np.any(dets.labels != 1):
             raise ResultsFileError(f"{source}: face detections must have label 1")
-        self.last_detections = dets
+        mask = image_mask
+        face_in_scored = np.repeat(mask, [len(b) for b in self.gt_xywh])
         # Matching order: by image, descending score within an image, ties in input order.
         order = np.lexsort((-dets.scores, dets.image_index))
         image_index = dets.image_index[order]
@@ -524,14 +234,14 @@ class WiderFaceEvaluator:
         }
         self.curves = {}
         rows: dict[str, dict[str, Any]] = {}
-        num_images = len(self.image_ids)
+        num_images = int(mask.sum())
         if self.ground_truth is not None:
             no_face = np.array([len(b) == 0 for b in self.gt_xywh], dtype=bool)
             skipped = no_face[image_index] if len(dets) else np.zeros(0, bool)
             norm = self._normalise(scores, counters)
             for subset in self.subsets:
-                kept = self.kept[subset]
-                proposal, recall = _score_outcomes(face, matched, kept)
+                kept = self.kept[subset] & face_in_scored
+                proposal, recall = score_outcomes(face, matched, kept)
                 proposal &= ~skipped
                 props, recs = threshold_pr_counts(norm, proposal, recall, self.num_thresholds)
                 num_faces = int(kept.sum())
@@ -553,8 +263,8 @@ class WiderFaceEvaluator:
             if aps:
                 metrics["mAP"] = float(np.mean(aps))
         else:
-            kept = self.kept["all"]
-            proposal, recall = _score_outcomes(face, matched, kept)
+            kept = self.kept["all"] & face_in_scored
+            proposal, recall = score_outcomes(face, matched, kept)
             # One ranking over the dataset: descending score, ties in the store's order (image,
             # then input order), as the VOC evaluator; ignored detections leave the curve.
             rank = np.lexsort((order, -scores))
@@ -577,7 +287,7 @@ class WiderFaceEvaluator:
                 "recall": n_tp / num_faces if num_faces else float("nan"),
             }
             metrics["mAP"] = metrics["AP"] = float(ap)
-            counters["num_gt_ignored"] = int((~kept).sum())
+            counters["num_gt_ignored"] = int((~kept & face_in_scored).sum())
         for column in ("AP", "num_faces", "num_tp", "num_fp", "recall"):
             for name, row in rows.items():
                 metrics[f"{column}/{name}"] = row[column]
@@ -635,7 +345,13 @@ class WiderFaceEvaluator:
         """Category id in a results file -> label: only ``1`` (faces)."""
         return {1: 1}
 
-    def _canonical(self, image_id: Any) -> Any:
+    def canonical_image_id(self, image_id: Any) -> Any:
+        """The ground-truth image id; with ``gt_dir`` also from the short forms (see
+        :meth:`image_lookup`).
+
+        Raises:
+            ResultsFileError: an image id that is not in the ground truth (naming its file).
+        """
         key = image_id.item() if hasattr(image_id, "item") else image_id
         pos = self._lookup.get(key)
         if pos is None and not isinstance(key, str):
@@ -650,59 +366,18 @@ class WiderFaceEvaluator:
 
     # -- outputs -----------------------------------------------------------------------------------
 
-    def results(self) -> list[dict[str, Any]]:
-        """The last evaluated detections as a COCO-format results list.
-
-        ``image_id`` is the image id (``"event/name.jpg"``), ``category_id`` 1, ``bbox``
-        ``[x, y, w, h]`` pixels, ``score`` as predicted (not normalised).
-        """
-        dets = self.last_detections
-        if dets is None:
-            dets = drop_invalid(
-                self._store.detections(), strict=self.strict, source="predictions", counters={}
-            )
-        ids = [self.image_ids[i] for i in dets.image_index.tolist()]
-        ids = [i.item() if hasattr(i, "item") else i for i in ids]
-        return [
-            {"image_id": i, "category_id": 1, "bbox": b, "score": s}
-            for i, b, s in zip(ids, dets.get_xywh().tolist(), dets.scores.tolist())
-        ]
+    def category_ids(self, labels: np.ndarray) -> np.ndarray:
+        """Faces are written with ``category_id`` 1."""
+        return np.ones(len(labels), dtype=np.int64)
 
     def pr_curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per subset (``all`` for plain AP) (recall, precision) of the last evaluation."""
         return dict(self.curves)
 
-    def report_artifacts(self, *, with_results: bool = True) -> dict[str, Any]:
-        """Keyword arguments for :func:`detector.evaluation.report.write_report`."""
-        return {
-            "pr_curves": self.pr_curves(),
-            "summary": None,
-            "results": self.results() if with_results else None,
-            "pr_title": f"WIDER FACE precision/recall at IoU {self.iou_threshold:g}",
-        }
+    @property
+    def pr_title(self) -> str:
+        """Title of the precision/recall figure."""
+        return f"WIDER FACE precision/recall at IoU {self.iou_threshold:g}"
 
-    def evaluate_results_file(
-        self, results_json: str | Path, *, out_dir: str | Path | None = None
-    ) -> dict[str, Any]:
-        """Evaluate a COCO-format results file (``image_id`` as accepted by :meth:`process`,
-        ``category_id`` 1) and, with ``out_dir``, write the report there.
 
-        Raises:
-            ResultsFileError: unreadable file, malformed entries or unknown image ids.
-        """
-        from detector.evaluation.report import write_report
-        from detector.evaluation.results import detections_from_results, load_results_file
-
-        source = str(results_json)
-        entries = load_results_file(results_json)
-        dets = detections_from_results(
-            entries,
-            image_lookup=self._lookup,
-            category_lookup=self.category_lookup(),
-            source=source,
-        )
-        metrics = self.evaluate_detections(dets, source=source)
-        metrics["results_file"] = source
-        if out_dir is not None:
-            write_report(metrics, out_dir, **self.report_artifacts(with_results=False))
-        return metrics
+register("widerface", WiderFaceEvaluator.from_options)
