@@ -2,7 +2,8 @@
 
 Every ``import`` / ``from ... import`` statement of every module is read with :mod:`ast`, also
 those inside functions (a deferred import hides a cycle, it does not remove it), and resolved to
-the modules of the package it names: ``from detector.evaluation import x`` depends on
+the modules of the package it names (imports under ``if TYPE_CHECKING:`` never run and are left
+out): ``from detector.evaluation import x`` depends on
 ``detector.evaluation`` (its ``__init__``), or on ``detector.evaluation.x`` when ``x`` is a
 submodule. Only written imports count: the
 implicit initialisation of the packages above a module is not an edge, but a module that names
@@ -55,7 +56,16 @@ def import_graph() -> dict[str, dict[str, int]]:
         edges: dict[str, int] = {}
         package = name if _is_package(name, modules) else name.rpartition(".")[0]
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        type_only = {
+            id(inner)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+            for stmt in block.body
+            for inner in ast.walk(stmt)
+        }
         for node in ast.walk(tree):
+            if id(node) in type_only:
+                continue
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
