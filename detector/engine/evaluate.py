@@ -156,18 +156,15 @@ def evaluate_checkpoint_on(
     how many (``num_images_skipped``) and which (``skipped_images``).
     """
     from ..evaluation import write_report
-    from ..models import ModelConfig, build_ssd
+    from ..models import with_image_size
     from .checkpoint import load_detector
     from .data import make_val_loader
     from .distributed import DistInfo
 
     torch_device = resolve_device(device)
     model, classes = load_detector(checkpoint, use_ema=use_ema)
-    if image_size is not None and tuple(image_size) != model.image_size:
-        config = ModelConfig.from_dict({**model.config.to_dict(), "image_size": list(image_size)})
-        resized = build_ssd(config)
-        resized.load_state_dict(model.state_dict())
-        model = resized.eval()
+    if image_size is not None:
+        model = with_image_size(model, image_size)
     check_classes(checkpoint, classes, dataset)
     loader = make_val_loader(dataset, model.image_size, batch_size, num_workers, DistInfo())
     # The evaluator first: bad ground truth (e.g. a missing subset file) fails before inference.

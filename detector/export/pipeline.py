@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..models import SSD, ModelConfig, build_ssd
+from ..models import SSD, with_image_size
 from .accuracy import compare_map, map_ground_truth
 from .config import ExportConfig
 from .errors import ExportError
@@ -49,17 +49,6 @@ class ExportResult:
     @property
     def passed(self) -> bool:
         return all(v.passed for v in self.verdicts)
-
-
-def with_image_size(model: SSD, image_size: tuple[int, int]) -> SSD:
-    """The same weights at another input size (anchors regenerated for the new feature maps)."""
-    size = (int(image_size[0]), int(image_size[1]))
-    if size == tuple(model.image_size):
-        return model
-    config = ModelConfig.from_dict({**model.config.to_dict(), "image_size": list(size)})
-    resized = build_ssd(config)
-    resized.load_state_dict(model.state_dict(), strict=True)
-    return resized.eval()
 
 
 def export_model(

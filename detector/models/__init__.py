@@ -1,6 +1,6 @@
 """Models: the MobileNetV1 backbone and the SSD detector."""
 
-from .build import ModelConfig, build_ssd, ssd_mobilenet_v1
+from .build import ModelConfig, build_ssd, ssd_mobilenet_v1, with_image_size
 from .mobilenet_v1 import MobileNetV1, count_mult_adds, count_parameters
 from .ssd import SSD
 
@@ -12,4 +12,5 @@ __all__ = [
     "count_mult_adds",
     "count_parameters",
     "ssd_mobilenet_v1",
+    "with_image_size",
 ]

@@ -19,7 +19,7 @@ from .layers import ACTIVATIONS, PADDINGS
 from .mobilenet_v1 import MobileNetV1
 from .ssd import SSD
 
-__all__ = ["SCORE_FNS", "ModelConfig", "build_ssd", "ssd_mobilenet_v1"]
+__all__ = ["SCORE_FNS", "ModelConfig", "build_ssd", "ssd_mobilenet_v1", "with_image_size"]
 
 SCORE_FNS = ("softmax", "sigmoid")
 
@@ -249,3 +249,16 @@ def ssd_mobilenet_v1(
         source_layers=tuple(source_layers),
     )
     return build_ssd(config)
+
+
+def with_image_size(model: SSD, image_size: tuple[int, int] | list[int]) -> SSD:
+    """The same weights at another input size ``(H, W)``: the model is rebuilt (its anchors
+    follow the new feature maps) and the weights, which do not depend on the input size, are
+    loaded strictly. Returns ``model`` itself when the size is already ``image_size``."""
+    size = (int(image_size[0]), int(image_size[1]))
+    if size == tuple(model.image_size):
+        return model
+    config = ModelConfig.from_dict({**model.config.to_dict(), "image_size": list(size)})
+    resized = build_ssd(config)
+    resized.load_state_dict(model.state_dict(), strict=True)
+    return resized.train(model.training)
