@@ -16,7 +16,7 @@ from detector.data import (
     DatasetError,
     DataWarning,
     FolderDetection,
-    TransformedDataset,
+    SeededTransformDataset,
     VOCDetection,
     WiderFace,
     build_transforms,
@@ -75,7 +75,7 @@ def test_corrupt_image_mid_epoch_is_skipped_with_warning(tmp_path: Path) -> None
     assert s.image_id == 2  # the next readable image
     assert ds.issues.counts["image skipped: unreadable"] == 1
     # a whole epoch through a transform and the collate function does not crash
-    loaded = TransformedDataset(ds, build_transforms("ssd", (32, 32), train=True, seed=0))
+    loaded = SeededTransformDataset(ds, build_transforms("ssd", (32, 32), train=True), seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
         batch = collate_detection([loaded[i] for i in range(len(loaded))])

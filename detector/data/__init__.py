@@ -6,7 +6,7 @@ Every dataset yields the same :class:`Sample` (RGB ``uint8`` image, pixel xyxy `
 :class:`WiderFace`; :func:`generate_synthetic` writes the default training data. Build them by
 name with :func:`build_dataset` (or from a config with :func:`dataset_from_config`; the kinds
 are registered in :data:`DATASETS`), augment with :func:`build_transforms`, wrap with
-:class:`TransformedDataset` and batch with :func:`collate_detection` and :func:`worker_init_fn`.
+:class:`SeededTransformDataset` and batch with :func:`collate_detection`.
 """
 
 from __future__ import annotations
@@ -28,12 +28,7 @@ from detector.data.folder import (
     read_labels_file,
     read_split_list,
 )
-from detector.data.loader import (
-    TransformedDataset,
-    collate_detection,
-    seed_transforms,
-    worker_init_fn,
-)
+from detector.data.loader import SeededTransformDataset, collate_detection
 from detector.data.registry import (
     DATASETS,
     DatasetConfig,
@@ -89,9 +84,9 @@ __all__ = [
     "IssueLog",
     "MinIoURandomCrop",
     "Sample",
+    "SeededTransformDataset",
     "SyntheticConfig",
     "SyntheticDatasetConfig",
-    "TransformedDataset",
     "VOCDetection",
     "VocDatasetConfig",
     "WiderFace",
@@ -114,10 +109,8 @@ __all__ = [
     "read_labels_file",
     "read_split_list",
     "register_dataset",
-    "seed_transforms",
     "ssd_train",
     "ssdlite_train",
-    "worker_init_fn",
     "write_coco_json",
     "write_voc_xml",
 ]

@@ -1,17 +1,16 @@
 """Glue between datasets, transforms and ``torch.utils.data.DataLoader``.
 
 Reproducibility: albumentations 2.x keeps its own generators inside each ``Compose`` and ignores
-the global ``random``/``numpy`` state. DataLoader workers are forked copies, so without reseeding
-every worker would replay the same augmentations. :func:`worker_init_fn` seeds ``random``,
-``numpy`` and every transform reachable from the worker's dataset from the seed torch gives the
-worker (``base_seed + worker_id``, where the base seed comes from the DataLoader's generator, so
-a run is reproducible with ``torch.manual_seed`` or ``generator=`` and differs between epochs).
+the global ``random``/``numpy`` state, and DataLoader workers are forked copies. So
+:class:`SeededTransformDataset` reseeds ``random``, ``numpy`` and the transform for every sample
+from ``(seed, epoch, index)``: the augmentation of a sample depends on nothing else (not the
+number of workers, not which worker loads it, not where an interrupted run resumed).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,95 +19,45 @@ from torch.utils.data import Dataset
 
 from detector.data.base import Sample
 
-__all__ = ["TransformedDataset", "collate_detection", "seed_transforms", "worker_init_fn"]
+__all__ = ["SeededTransformDataset", "collate_detection", "mix_seeds"]
 
 
-class TransformedDataset(Dataset):
-    """Apply a ``Sample -> Sample`` transform to every item of a dataset.
+def mix_seeds(*values: int) -> int:
+    """A 63-bit seed from integers (SplitMix64-style mixing; stable across processes)."""
+    x = 0x9E3779B97F4A7C15
+    for v in values:
+        x = (x ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        x ^= x >> 31
+    return x & 0x7FFFFFFFFFFFFFFF
 
-    Attributes ``classes``, ``records()``, ``ann_file`` and ``label_to_category_id`` of the wrapped
-    dataset are forwarded.
 
-    Args:
-        dataset: any dataset yielding :class:`~detector.data.Sample`.
-        transform: e.g. from :func:`~detector.data.build_transforms`; ``None`` = identity.
-    """
+class SeededTransformDataset(Dataset):
+    """Apply ``transform`` to ``dataset[i]`` with randomness seeded by ``(seed, epoch, i)``."""
 
-    def __init__(self, dataset: Dataset, transform: Callable[[Sample], Sample] | None) -> None:
+    def __init__(self, dataset: Dataset, transform, seed: int = 0) -> None:
         self.dataset = dataset
         self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+        self.classes = getattr(dataset, "classes", None)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return len(self.dataset)
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, index: int):
         sample = self.dataset[index]
-        return self.transform(sample) if self.transform is not None else sample
-
-    @property
-    def classes(self) -> list[str]:
-        """Class names of the wrapped dataset."""
-        return self.dataset.classes  # type: ignore[attr-defined,no-any-return]
-
-    def records(self) -> list[dict[str, Any]]:
-        """Evaluation ground truth of the wrapped dataset (original image coordinates)."""
-        return self.dataset.records()  # type: ignore[attr-defined,no-any-return]
-
-    def __getattr__(self, name: str) -> Any:
-        if name in {
-            "ann_file",
-            "label_to_category_id",
-            "category_id_to_label",
-            "num_classes",
-            "issues",
-        }:
-            return getattr(self.__dict__["dataset"], name)
-        raise AttributeError(name)
-
-    def set_seed(self, seed: int | None) -> None:
-        """Reseed the transform (if it can be seeded)."""
-        setter = getattr(self.transform, "set_seed", None)
-        if setter is not None:
-            setter(seed)
-
-
-def seed_transforms(dataset: Any, seed: int | None, _depth: int = 0) -> int:
-    """Reseed every seedable transform reachable from ``dataset``.
-
-    Follows ``.dataset`` / ``.datasets`` (``Subset``, ``ConcatDataset``, :class:`TransformedDataset`)
-    and calls ``set_seed`` on their ``transform``; several transforms get different seeds.
-
-    Returns:
-        The number of transforms reseeded.
-    """
-    if dataset is None or _depth > 16:
-        return 0
-    count = 0
-    transform = getattr(dataset, "transform", None)
-    if transform is not None and hasattr(transform, "set_seed"):
-        transform.set_seed(None if seed is None else seed + 7919 * _depth)
-        count += 1
-    inner = getattr(dataset, "dataset", None)
-    if inner is not None:
-        count += seed_transforms(inner, None if seed is None else seed + 1, _depth + 1)
-    for k, child in enumerate(getattr(dataset, "datasets", None) or ()):
-        count += seed_transforms(
-            child, None if seed is None else seed + 104729 * (k + 1), _depth + 1
+        s = mix_seeds(self.seed, self.epoch, index)
+        random.seed(s)
+        np.random.seed(s % (2**32))
+        seeder = getattr(self.transform, "set_seed", None) or getattr(
+            self.transform, "set_random_seed", None
         )
-    return count
-
-
-def worker_init_fn(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seed ``random``, ``numpy`` and the worker's transforms.
-
-    Also usable in the main process (``num_workers=0``) through :func:`seed_transforms`.
-    """
-    info = torch.utils.data.get_worker_info()
-    seed = (info.seed if info is not None else torch.initial_seed()) % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-    if info is not None:
-        seed_transforms(info.dataset, seed % 2**31)
+        if seeder is not None:
+            seeder(s % (2**32))
+        return self.transform(sample)
 
 
 def collate_detection(batch: Sequence[Sample]) -> dict[str, Any]:

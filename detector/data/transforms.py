@@ -369,7 +369,7 @@ class DetectionTransform:
         return sample.replace(image=np.ascontiguousarray(image), boxes=boxes, labels=labels)
 
     def set_seed(self, seed: int | None) -> None:
-        """Reseed the pipeline (see :func:`detector.data.worker_init_fn`); ``None``: fresh entropy.
+        """Reseed the pipeline (see :class:`detector.data.SeededTransformDataset`); ``None``: fresh entropy.
 
         All steps share one ``numpy`` and one ``random`` generator. (albumentations'
         ``Compose.set_random_seed`` instead gives every step its own generator with the same

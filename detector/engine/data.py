@@ -2,40 +2,35 @@
 
 * :class:`ResumableBatchSampler`: the order of an epoch is ``randperm(n)`` seeded by
   ``(seed, epoch)``, sharded over ranks, and can start at any batch of the epoch (resume).
-* :class:`SeededTransformDataset`: sample ``i`` of epoch ``e`` is augmented with a generator seeded
-  by ``(seed, e, i)``, whatever worker process loads it, so augmentation does not depend on the
-  number of workers or on where a run was interrupted.
+* :class:`~detector.data.SeededTransformDataset`: sample ``i`` of epoch ``e`` is augmented with a
+  generator seeded by ``(seed, e, i)``, whatever worker process loads it, so augmentation does not
+  depend on the number of workers or on where a run was interrupted.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import TrainSchema
-from ..data import build_transforms, collate_detection, dataset_from_config, dataset_kind
+from ..data import (
+    SeededTransformDataset,
+    build_transforms,
+    collate_detection,
+    dataset_from_config,
+    dataset_kind,
+)
+from ..data.loader import mix_seeds
 from .distributed import DistInfo, barrier
 
 __all__ = [
     "ResumableBatchSampler",
-    "SeededTransformDataset",
     "build_datasets",
     "make_train_loader",
     "make_val_loader",
 ]
-
-
-def _mix(*values: int) -> int:
-    """A 63-bit seed from integers (SplitMix64-style mixing; stable across processes)."""
-    x = 0x9E3779B97F4A7C15
-    for v in values:
-        x = (x ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        x ^= x >> 31
-    return x & 0x7FFFFFFFFFFFFFFF
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
@@ -77,7 +72,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
     def _indices(self) -> list[int]:
         if self.shuffle:
-            g = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
+            g = torch.Generator().manual_seed(mix_seeds(self.seed, self.epoch))
             order = torch.randperm(self.num_samples, generator=g).tolist()
         else:
             order = list(range(self.num_samples))
@@ -103,35 +98,6 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self._batches())
-
-
-class SeededTransformDataset(Dataset):
-    """Apply ``transform`` to ``dataset[i]`` with randomness seeded by ``(seed, epoch, i)``."""
-
-    def __init__(self, dataset: Dataset, transform, seed: int = 0) -> None:
-        self.dataset = dataset
-        self.transform = transform
-        self.seed = seed
-        self.epoch = 0
-        self.classes = getattr(dataset, "classes", None)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        sample = self.dataset[index]
-        s = _mix(self.seed, self.epoch, index)
-        random.seed(s)
-        np.random.seed(s % (2**32))
-        seeder = getattr(self.transform, "set_seed", None) or getattr(
-            self.transform, "set_random_seed", None
-        )
-        if seeder is not None:
-            seeder(s % (2**32))
-        return self.transform(sample)
 
 
 def build_datasets(spec: TrainSchema, info: DistInfo) -> tuple[Dataset, Dataset | None]:
