@@ -3,7 +3,8 @@
 // result per step on stdout:
 //   { "url", "executable", "fakeVideo": <y4m|mjpeg path or null>, "grantCamera": bool,
 //     "steps": [ {"do": "ready"} | {"do": "file", "path"} | {"do": "camera", "frames", "snapshot"}
-//                | {"do": "screenshot", "path"} | {"do": "benchmark", "n"} ] }
+//                | {"do": "view", "path"} (the view canvas as PNG) | {"do": "screenshot", "path"}
+//                | {"do": "benchmark", "n"} ] }
 import { chromium } from 'playwright-core';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
@@ -33,6 +34,14 @@ try {
     return { state: s.state, error: s.error, backend: s.backend, threads: s.threads,
       crossOriginIsolated: s.crossOriginIsolated, ortVersion: s.ortVersion, model: s.model,
       last: s.last, frames: s.frames,
+      canvasBlank: (() => { // every pixel of the view the same colour: nothing was drawn
+        const v = document.getElementById('view');
+        const d = v.getContext('2d').getImageData(0, 0, v.width, v.height).data;
+        for (let i = 4; i < d.length; i += 4) {
+          if (d[i] !== d[0] || d[i + 1] !== d[1] || d[i + 2] !== d[2]) return false;
+        }
+        return true;
+      })(),
       message: document.getElementById('message').hidden ? null
         : document.getElementById('message').textContent };
   });
@@ -65,6 +74,10 @@ try {
       const snap = await snapshot();
       if (out && step.snapshot) writeFileSync(step.snapshot, Buffer.from(out.split(',')[1], 'base64'));
       results.push(snap);
+    } else if (step.do === 'view') {
+      const png = await page.evaluate(() => document.getElementById('view').toDataURL('image/png'));
+      writeFileSync(step.path, Buffer.from(png.split(',')[1], 'base64'));
+      results.push({ path: step.path });
     } else if (step.do === 'screenshot') {
       await page.screenshot({ path: step.path, fullPage: true });
       results.push({ path: step.path });
