@@ -47,17 +47,20 @@ def check_folder(folder: str | Path) -> Path:
     """``folder`` if it looks like a ``format=web`` export.
 
     Raises:
-        FileNotFoundError: no such folder, or no ``index.html`` / ``detector-web.json`` in it.
+        FileNotFoundError: no such folder, or no ``index.html`` in it (a missing model file is
+            reported by the page itself).
     """
     path = Path(folder)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such folder (write one with export.py format=web)")
-    missing = [f for f in ("index.html", APP_CONFIG) if not (path / f).is_file()]
-    if missing:
+    if not (path / "index.html").is_file():
         raise FileNotFoundError(
-            f"{path}: not a web app folder (missing {', '.join(missing)}; write one with "
+            f"{path}: not a web app folder (no index.html; write one with "
             "`python export.py checkpoint=<checkpoint> format=web`)"
         )
+    if not (path / APP_CONFIG).is_file():  # the page says so too, and which file
+        print(f"warning: {path / APP_CONFIG} is missing: the page will report an incomplete "
+              "model folder")
     return path
 
 
