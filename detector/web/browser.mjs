@@ -83,7 +83,7 @@ try {
       results.push({ path: step.path });
     } else if (step.do === 'benchmark') {
       const frames = await page.evaluate((n) => window.detectorWeb.benchmark(n), step.n ?? 50);
-      results.push({ frames, ...(await snapshot()) });
+      results.push({ ...(await snapshot()), perFrame: frames });
     } else {
       throw new Error(`unknown step ${JSON.stringify(step)}`);
     }
