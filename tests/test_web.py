@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 WEB = REPO / "detector" / "web"
 FACE_WEIGHTS = REPO / "detector" / "weights" / "face.pt"
 #: score threshold of the page in the comparisons (the tiny model's scores are spread out)
-THRESHOLD = {"synthetic": 0.3, "face": 0.5}
+THRESHOLD = {"synthetic": 0.3, "coco": 0.5, "face": 0.5}
 SCORE_TOL = 0.01
 IOU_MIN = 0.9
 
@@ -201,9 +201,12 @@ def _export(checkpoint: Path | str, out: Path) -> Path:
     return export_web(checkpoint, out, options, log=None)
 
 
-@pytest.fixture(scope="module", params=["synthetic", "face"])
+@pytest.fixture(scope="module", params=["synthetic", "coco", "face"])
 def web_app(request, tmp_path_factory, browser_ready) -> tuple[str, Path]:
-    """(model kind, exported app folder)."""
+    """(model kind, exported app folder): ``synthetic``, the export tests' tiny model (random
+    weights, sharpened class predictors: confident, image-dependent detections); ``coco``, the
+    TF OD API SSD-MobileNet v1 COCO model of ``../shared/data`` converted with
+    ``detector.convert`` (real detections on real photos); ``face``, the built-in face model."""
     from detector.engine.checkpoint import save_checkpoint
 
     kind = request.param
@@ -216,6 +219,13 @@ def web_app(request, tmp_path_factory, browser_ready) -> tuple[str, Path]:
              "classes": CLASSES},
             checkpoint,
         )
+        return kind, _export(checkpoint, out / "app")
+    if kind == "coco":
+        from detector.convert import convert_tflite_file
+
+        tflite = request.getfixturevalue("shared_data") / "ssd_mobilenet_v1_coco_quant_tflite"
+        checkpoint = out / "coco_ssd.pt"
+        convert_tflite_file(tflite / "detect.tflite", checkpoint, tflite / "coco_labels.txt")
         return kind, _export(checkpoint, out / "app")
     if not FACE_WEIGHTS.is_file():
         pytest.skip("face weights not built in this branch")
@@ -280,7 +290,8 @@ def _images(shared_data: Path, kind: str) -> list[Path]:
         folder = shared_data / "face_ultralight_slim320" / "images"
         return sorted(folder.glob("*.jpg"))
     folder = shared_data / "images"
-    return [folder / n for n in ("darknet_dog.jpg", "voc_000001.jpg", "darknet_person.jpg")]
+    names = ["voc_000001.jpg", "darknet_person.jpg", "voc_004545.jpg", "darknet_dog.jpg"]
+    return [folder / n for n in names]  # the dog last: the screenshot shows it
 
 
 def _write_y4m(image_rgb: np.ndarray, path: Path, frames: int = 2) -> None:

@@ -195,9 +195,11 @@ async function load() {
   state.model = { name: config.name, file: config.model, input: [h, w], classes };
   $('model-name').textContent = config.name;
   document.title = `${config.name}: on-device detection`;
+  const listed = classes.length > 12
+    ? `${classes.slice(0, 12).join(', ')} … (+${classes.length - 12} more)` : classes.join(', ');
   $('model-info').textContent =
-    `input ${w}×${h} · ${classes.length} class${classes.length === 1 ? '' : 'es'}: ` +
-    `${classes.join(', ')}`;
+    `input ${w}×${h} · ${classes.length} class${classes.length === 1 ? '' : 'es'}: ${listed}`;
+  $('model-info').title = classes.join(', ');
   buildClassFilter(classes);
   if (!Number.isFinite(threshold)) threshold = config.threshold ?? 0.5;
   $('threshold').value = threshold;
@@ -212,6 +214,11 @@ async function load() {
     showMessage(`WebGPU failed (${err.message}): using WASM instead.`, 'info');
     session = await createSession(backend, modelBytes);
   }
+  // one warm-up run, so that the first frame shows the steady-state latency
+  const warm = await session.run({
+    [sidecar.input.name]: new ort.Tensor('float32', new Float32Array(3 * h * w), [1, 3, h, w]),
+  });
+  for (const name of Object.keys(warm)) warm[name].dispose?.();
   state.backend = backend;
   state.ortVersion = ort.env.versions?.web ?? config.ort.version;
   $('backend').textContent = backend === 'webgpu' ? 'WebGPU'
@@ -240,6 +247,22 @@ function colorOf(label) {
 
 function buildClassFilter(classes) {
   const box = $('classes');
+  const buttons = document.createElement('div');
+  buttons.className = 'row';
+  for (const [text, on] of [['All', true], ['None', false]]) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.textContent = text;
+    b.addEventListener('click', () => {
+      for (const input of box.querySelectorAll('input[type=checkbox]')) {
+        input.checked = on;
+        enabled.set(Number(input.dataset.label), on);
+      }
+      refilter();
+    });
+    buttons.append(b);
+  }
+  box.append(buttons);
   classes.forEach((name, i) => {
     const label = i + 1;
     enabled.set(label, true);
