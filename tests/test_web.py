@@ -81,13 +81,22 @@ def _node_preprocess(images: list[np.ndarray], sizes: list[tuple[int, int]], tmp
     for i, (image, (dh, dw)) in enumerate(zip(images, sizes)):
         src = tmp / f"src{i}.rgb"
         np.ascontiguousarray(image).tofile(src)
-        jobs.append({"src": str(src), "dst": str(tmp / f"dst{i}.f32"), "sw": image.shape[1],
-                     "sh": image.shape[0], "dw": dw, "dh": dh})
+        jobs.append(
+            {
+                "src": str(src),
+                "dst": str(tmp / f"dst{i}.f32"),
+                "sw": image.shape[1],
+                "sh": image.shape[0],
+                "dw": dw,
+                "dh": dh,
+            }
+        )
     script = tmp / "driver.mjs"
     module = (WEB / "app" / "preprocess.mjs").as_uri()
     script.write_text(_PREPROCESS_DRIVER % json.dumps(module), encoding="utf-8")
-    subprocess.run(["node", str(script)], input=json.dumps(jobs), text=True, check=True,
-                   timeout=120)
+    subprocess.run(
+        ["node", str(script)], input=json.dumps(jobs), text=True, check=True, timeout=120
+    )
     return [np.fromfile(j["dst"], dtype=np.float32).reshape(1, 3, j["dh"], j["dw"]) for j in jobs]
 
 
@@ -105,9 +114,14 @@ def test_page_preprocessing_equals_the_python_runtime(tmp_path, shared_data) -> 
     ]:
         images.append(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
         sizes.append(size)
-    for (h, w), size in [((480, 640), (240, 320)), ((100, 120), (300, 300)),
-                         ((333, 517), (217, 301)), ((1080, 1920), (240, 320)),
-                         ((240, 320), (240, 320)), ((64, 33), (50, 97))]:
+    for (h, w), size in [
+        ((480, 640), (240, 320)),
+        ((100, 120), (300, 300)),
+        ((333, 517), (217, 301)),
+        ((1080, 1920), (240, 320)),
+        ((240, 320), (240, 320)),
+        ((64, 33), (50, 97)),
+    ]:
         images.append(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
         sizes.append(size)
     outputs = _node_preprocess(images, sizes, tmp_path)
@@ -215,8 +229,11 @@ def web_app(request, tmp_path_factory, browser_ready) -> tuple[str, Path]:
         model = tiny_model((240, 320))  # the export tests' synthetic-preset model
         checkpoint = out / "synthetic.pt"
         save_checkpoint(
-            {"model": model.state_dict(), "model_config": model.config.to_dict(),
-             "classes": CLASSES},
+            {
+                "model": model.state_dict(),
+                "model_config": model.config.to_dict(),
+                "classes": CLASSES,
+            },
             checkpoint,
         )
         return kind, _export(checkpoint, out / "app")
@@ -315,22 +332,33 @@ def test_page_detections_equal_the_python_runtime_on_files(web_app, shared_data,
     images = _images(shared_data, kind)
     shot = tmp_path / f"page_{kind}.png"
     steps = [{"do": "ready"}] + [{"do": "file", "path": str(p)} for p in images]
-    steps += [{"do": "view", "path": str(tmp_path / "view.png")}, {"do": "screenshot", "path": str(shot)}]
+    steps += [
+        {"do": "view", "path": str(tmp_path / "view.png")},
+        {"do": "screenshot", "path": str(shot)},
+    ]
     with served(folder) as url:
         out = run_browser(_page_url(url, kind), steps)
     ready, *results = out["results"][: 1 + len(images)]
     assert ready["state"] == "ready", (ready, out["logs"][-5:])
     assert ready["backend"] == "wasm" and ready["crossOriginIsolated"]
     assert ready["threads"] >= 2 or (os.cpu_count() or 1) < 2
-    assert ready["model"]["input"] == json.loads(
-        (_model_file(folder).with_suffix(".json")).read_text())["input"]["height_width"]
+    assert (
+        ready["model"]["input"]
+        == json.loads((_model_file(folder).with_suffix(".json")).read_text())["input"][
+            "height_width"
+        ]
+    )
     for path, result in zip(images, results):
         assert result["state"] != "error", result["error"]
         assert result["last"]["source"] == path.name
         image = _rgb(path)
         assert [result["last"]["height"], result["last"]["width"]] == list(image.shape[:2])
-        assert_same(result["last"]["detections"], _reference(folder, image, threshold),
-                    threshold, f"{kind}/{path.name}")
+        assert_same(
+            result["last"]["detections"],
+            _reference(folder, image, threshold),
+            threshold,
+            f"{kind}/{path.name}",
+        )
     # the last image on the page was decoded to the same pixels as cv2.imread
     view = _rgb(tmp_path / "view.png")
     assert np.abs(view.astype(int) - _rgb(images[-1]).astype(int)).max() <= 1
@@ -365,8 +393,12 @@ def test_page_detections_equal_the_python_runtime_on_the_camera(
     assert result["last"]["source"].startswith("camera")
     pixels = _rgb(frame)
     assert pixels.shape[:2] == (result["last"]["height"], result["last"]["width"])
-    assert_same(result["last"]["detections"], _reference(folder, pixels, threshold), threshold,
-                f"{kind}/camera")
+    assert_same(
+        result["last"]["detections"],
+        _reference(folder, pixels, threshold),
+        threshold,
+        f"{kind}/camera",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -396,10 +428,17 @@ def test_page_bad_inputs_show_a_message(synthetic_app, tmp_path) -> None:
     fake_jpeg = tmp_path / "broken.jpg"
     fake_jpeg.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     with served(synthetic_app) as url:
-        files = run_browser(url, [{"do": "ready"}, {"do": "file", "path": str(text)},
-                                  {"do": "file", "path": str(fake_jpeg)}])
-        denied = run_browser(url, [{"do": "ready"}, {"do": "camera"}], fake_device=True,
-                             grant_camera=False)
+        files = run_browser(
+            url,
+            [
+                {"do": "ready"},
+                {"do": "file", "path": str(text)},
+                {"do": "file", "path": str(fake_jpeg)},
+            ],
+        )
+        denied = run_browser(
+            url, [{"do": "ready"}, {"do": "camera"}], fake_device=True, grant_camera=False
+        )
         absent = run_browser(url, [{"do": "ready"}, {"do": "camera"}], grant_camera=True)
     _error_shown(files["results"][1], '"notes.txt" is not an image')
     _error_shown(files["results"][2], '"broken.jpg" is not an image')

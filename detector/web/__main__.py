@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 
 def _vendor() -> int:
-    from .export import VENDOR_DIR, NPM_DIST, find_runtime
+    from .export import NPM_DIST, VENDOR_DIR, find_runtime
 
     if not NPM_DIST.is_dir():
         print(
@@ -53,8 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "export":
             from .export import export_web
 
-            export_web(args.checkpoint, args.folder, threshold=args.threshold,
-                       webgpu=not args.no_webgpu)
+            export_web(
+                args.checkpoint, args.folder, threshold=args.threshold, webgpu=not args.no_webgpu
+            )
         else:
             return _vendor()
     except (FileNotFoundError, ValueError, OSError) as exc:

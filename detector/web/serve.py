@@ -13,6 +13,7 @@ import http.server
 import threading
 import webbrowser
 from pathlib import Path
+from typing import ClassVar
 
 from .export import APP_CONFIG
 
@@ -22,7 +23,7 @@ __all__ = ["IsolatedHandler", "check_folder", "make_server", "serve"]
 class IsolatedHandler(http.server.SimpleHTTPRequestHandler):
     """Static files with COOP/COEP/CORP headers and the right types for ``.mjs``/``.wasm``."""
 
-    extensions_map = {
+    extensions_map: ClassVar[dict[str, str]] = {
         **http.server.SimpleHTTPRequestHandler.extensions_map,
         ".mjs": "text/javascript",
         ".js": "text/javascript",
@@ -38,7 +39,7 @@ class IsolatedHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         super().end_headers()
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args) -> None:
         if getattr(self.server, "verbose", False):
             super().log_message(format, *args)
 
@@ -59,8 +60,10 @@ def check_folder(folder: str | Path) -> Path:
             "`python export.py checkpoint=<checkpoint> format=web`)"
         )
     if not (path / APP_CONFIG).is_file():  # the page says so too, and which file
-        print(f"warning: {path / APP_CONFIG} is missing: the page will report an incomplete "
-              "model folder")
+        print(
+            f"warning: {path / APP_CONFIG} is missing: the page will report an incomplete "
+            "model folder"
+        )
     return path
 
 
