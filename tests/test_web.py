@@ -465,3 +465,39 @@ def test_page_with_files_missing_says_which(synthetic_app, tmp_path, remove, pat
         out = run_browser(url, [{"do": "ready"}])
     _error_shown(out["results"][0], pattern)
     assert "incomplete" in out["results"][0]["message"]
+
+
+@pytest.mark.slow
+def test_export_py_format_web_writes_the_app(synthetic_app, tmp_path) -> None:
+    """``python export.py checkpoint=... format=web`` (the documented command) writes a folder
+    the server accepts, with the model ending in NMS and the pinned runtime files."""
+    import sys
+
+    checkpoint = synthetic_app.parent / "m.pt"
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "export.py"),
+            f"checkpoint={checkpoint}",
+            "format=web",
+            "verify=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    folder = tmp_path / "run" / "web"
+    assert "python -m detector.web serve" in run.stdout
+    config = json.loads((folder / APP_CONFIG).read_text())
+    sidecar = json.loads((folder / config["sidecar"]).read_text())
+    assert sidecar["stage"] == "nms" and (folder / config["model"]).is_file()
+    assert (folder / "ort" / "VERSION").read_text().strip() == config["ort"]["version"]
+    for name in [config["ort"]["wasm"]["bundle"], *config["ort"]["wasm"]["files"]]:
+        assert (folder / "ort" / name).stat().st_size > 0
+    with served(folder) as url, urllib.request.urlopen(url) as response:
+        assert b'src="app.js"' in response.read()

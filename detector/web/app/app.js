@@ -9,7 +9,7 @@
 // and on <body data-state="loading|ready|running|error">. URL parameters:
 //   backend=auto|wasm|webgpu  threads=<n>  threshold=<0..1>  camera=user|environment
 
-import { preprocess } from './preprocess.mjs';
+import { preprocess, valueMapping } from './preprocess.mjs';
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
@@ -42,6 +42,8 @@ let lastRaw = null;    // raw graph detections of the current still image (re-fi
 let runToken = 0;      // bumps when the source changes: stops the frame loop
 let stream = null;
 let inputTensorBuffer = null;
+let inputMapping = null; // the sidecar's value range as (scale, offset)
+let inputBGR = false;
 
 // ---------------------------------------------------------------------------------- messages
 function setState(s) {
@@ -190,6 +192,12 @@ async function load() {
   const modelBytes = new Uint8Array(await (await fetchOk(config.model, 'the ONNX model')).arrayBuffer());
 
   const [h, w] = sidecar.input.height_width;
+  const color = sidecar.input.color ?? 'RGB';
+  if (color !== 'RGB' && color !== 'BGR') {
+    throw new Error(`The model wants ${color} input; the page feeds RGB or BGR. ${REEXPORT}`);
+  }
+  inputBGR = color === 'BGR';
+  inputMapping = valueMapping(sidecar.input.value_range);
   const classes = sidecar.classes?.length ? sidecar.classes
     : Array.from({ length: sidecar.num_classes }, (_, i) => `class${i + 1}`);
   state.model = { name: config.name, file: config.model, input: [h, w], classes };
@@ -288,7 +296,8 @@ async function detect(width, height) {
   const [h, w] = state.model.input;
   const t0 = performance.now();
   const pixels = viewCtx.getImageData(0, 0, width, height).data;
-  inputTensorBuffer = preprocess(pixels, width, height, w, h, inputTensorBuffer);
+  inputTensorBuffer = preprocess(
+    pixels, width, height, w, h, inputTensorBuffer, inputMapping, inputBGR);
   const t1 = performance.now();
   const input = new ort.Tensor('float32', inputTensorBuffer, [1, 3, h, w]);
   const out = await session.run({ [sidecar.input.name]: input });

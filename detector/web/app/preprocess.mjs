@@ -11,6 +11,10 @@
 const COEF_BITS = 11;
 const COEF_SCALE = 1 << COEF_BITS; // 2048
 
+function clamp255(v) {
+  return v < 0 ? 0 : (v > 255 ? 255 : v);
+}
+
 // round half to even, like cvRound / lrint
 function roundEven(v) {
   const r = Math.round(v);
@@ -46,25 +50,43 @@ function axisTable(srcLen, dstLen, clampWeights) {
 
 
 /**
+ * The sidecar's input value range as (scale, offset): value = uint8 * scale + offset, in float32.
+ * [0, 1] (the exporter's) gives x * float32(1/255), exactly numpy's float32 product.
+ */
+export function valueMapping(range) {
+  const [lo, hi] = range ?? [0, 1];
+  if (!Number.isFinite(lo) || !Number.isFinite(hi) || hi <= lo) {
+    throw new Error(`unsupported input value_range ${JSON.stringify(range)} in the sidecar`);
+  }
+  return { scale: Math.fround((hi - lo) / 255), offset: lo };
+}
+
+/**
  * @param {Uint8ClampedArray|Uint8Array} rgba source pixels, 4 bytes per pixel (canvas ImageData)
  * @param {number} sw source width  @param {number} sh source height
  * @param {number} dw model width   @param {number} dh model height
  * @param {Float32Array} [out] reused output buffer of 3*dh*dw floats
- * @returns {Float32Array} planar RGB in [0, 1]
+ * @param {{scale: number, offset: number}} [mapping] from valueMapping (default: [0, 1])
+ * @param {boolean} [bgr] channel order BGR instead of RGB
+ * @returns {Float32Array} planar channels, value = uint8 * scale + offset
  */
-export function preprocess(rgba, sw, sh, dw, dh, out) {
+export function preprocess(rgba, sw, sh, dw, dh, out, mapping, bgr = false) {
   const plane = dw * dh;
   if (!out || out.length !== 3 * plane) out = new Float32Array(3 * plane);
-  const inv255 = Math.fround(1 / 255);
+  const { scale, offset } = mapping ?? valueMapping([0, 1]);
+  // output plane of source channel k (R, G, B): k, or 2 - k for BGR models
+  const p0 = bgr ? 2 * plane : 0, p1 = plane, p2 = bgr ? 0 : 2 * plane;
   if (sw === 2 * dw && sh === 2 * dh) { // OpenCV switches to the 2x2 area average here
     for (let y = 0; y < dh; y++) {
       const r0 = (2 * y) * sw * 4, r1 = (2 * y + 1) * sw * 4;
       for (let x = 0; x < dw; x++) {
         const a = r0 + 8 * x, b = r1 + 8 * x, o = y * dw + x;
-        for (let c = 0; c < 3; c++) {
-          const v = (rgba[a + c] + rgba[a + 4 + c] + rgba[b + c] + rgba[b + 4 + c] + 2) >> 2;
-          out[c * plane + o] = v * inv255;
-        }
+        const r = (rgba[a] + rgba[a + 4] + rgba[b] + rgba[b + 4] + 2) >> 2;
+        const g = (rgba[a + 1] + rgba[a + 5] + rgba[b + 1] + rgba[b + 5] + 2) >> 2;
+        const bl = (rgba[a + 2] + rgba[a + 6] + rgba[b + 2] + rgba[b + 6] + 2) >> 2;
+        out[p0 + o] = Math.fround(r * scale) + offset;
+        out[p1 + o] = Math.fround(g * scale) + offset;
+        out[p2 + o] = Math.fround(bl * scale) + offset;
       }
     }
     return out;
@@ -94,14 +116,17 @@ export function preprocess(rgba, sw, sh, dw, dh, out) {
     }
     if (rowBIndex !== sy1) { hrow(sy1, rowB); rowBIndex = sy1; }
     const b0 = yt.w0[y], b1 = yt.w1[y];
-    for (let i = 0; i < rowLen; i++) {
+    const o = y * dw;
+    for (let x = 0; x < dw; x++) {
       // OpenCV's vectorised vertical pass (used for whole rows, its tail included):
       // ((S0 >> 4) * b0 >> 16) + ((S1 >> 4) * b1 >> 16), then a rounding shift by 2
-      let v = (((rowA[i] >> 4) * b0) >> 16) + (((rowB[i] >> 4) * b1) >> 16);
-      v = (v + 2) >> 2;
-      v = v < 0 ? 0 : (v > 255 ? 255 : v);
-      const x = (i / 3) | 0, c = i - 3 * x;
-      out[c * plane + y * dw + x] = v * inv255;
+      const i = 3 * x;
+      const r = clamp255(((((rowA[i] >> 4) * b0) >> 16) + (((rowB[i] >> 4) * b1) >> 16) + 2) >> 2);
+      const g = clamp255(((((rowA[i + 1] >> 4) * b0) >> 16) + (((rowB[i + 1] >> 4) * b1) >> 16) + 2) >> 2);
+      const bl = clamp255(((((rowA[i + 2] >> 4) * b0) >> 16) + (((rowB[i + 2] >> 4) * b1) >> 16) + 2) >> 2);
+      out[p0 + o + x] = Math.fround(r * scale) + offset;
+      out[p1 + o + x] = Math.fround(g * scale) + offset;
+      out[p2 + o + x] = Math.fround(bl * scale) + offset;
     }
   }
   return out;
