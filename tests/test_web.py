@@ -401,6 +401,45 @@ def test_page_detections_equal_the_python_runtime_on_the_camera(
     )
 
 
+@pytest.mark.slow
+def test_page_detections_equal_the_python_runtime_on_a_video_file(
+    web_app, shared_data, tmp_path
+) -> None:
+    """A video file (VP8 WebM written by OpenCV from a real photo) through the file input: the
+    detections on the frame the page processed equal detector.runtime's on its pixels."""
+    kind, folder = web_app
+    threshold = THRESHOLD[kind]
+    image = _rgb(_images(shared_data, kind)[0])
+    h, w = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2
+    video = tmp_path / "clip.webm"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"VP80"), 10, (w, h))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV cannot write VP8 WebM")
+    for _ in range(10):
+        writer.write(cv2.cvtColor(np.ascontiguousarray(image[:h, :w]), cv2.COLOR_RGB2BGR))
+    writer.release()
+    frame = tmp_path / "frame.png"
+    with served(folder) as url:
+        out = run_browser(
+            _page_url(url, kind),
+            [
+                {"do": "ready"},
+                {"do": "video", "path": str(video), "frames": 3, "snapshot": str(frame)},
+            ],
+        )
+    result = out["results"][1]
+    assert result["state"] != "error", (result["error"], out["logs"][-5:])
+    assert result["last"]["source"] == video.name
+    pixels = _rgb(frame)
+    assert pixels.shape[:2] == (result["last"]["height"], result["last"]["width"]) == (h, w)
+    assert_same(
+        result["last"]["detections"],
+        _reference(folder, pixels, threshold),
+        threshold,
+        f"{kind}/video",
+    )
+
+
 @pytest.fixture(scope="module")
 def synthetic_app(tmp_path_factory, browser_ready) -> Path:
     from detector.engine.checkpoint import save_checkpoint

@@ -57,13 +57,19 @@ try {
         return s.state === 'error' || (s.frames > n && s.last?.source === name);
       }, [before, basename(step.path)]);
       results.push(await snapshot());
-    } else if (step.do === 'camera') {
+    } else if (step.do === 'camera' || step.do === 'video') {
       const before = await page.evaluate(() => window.detectorWeb.frames);
-      await page.evaluate(() => window.detectorWeb.startCamera('user'));
-      await settled(([n, k]) => {
+      let source = 'camera';
+      if (step.do === 'camera') {
+        await page.evaluate(() => window.detectorWeb.startCamera('user'));
+      } else {
+        await page.setInputFiles('#file', step.path);
+        source = basename(step.path);
+      }
+      await settled(([n, k, src]) => {
         const s = window.detectorWeb;
-        return s.state === 'error' || (s.frames >= n + k && s.last?.source?.startsWith('camera'));
-      }, [before, step.frames ?? 3]);
+        return s.state === 'error' || (s.frames >= n + k && s.last?.source?.startsWith(src));
+      }, [before, step.frames ?? 3, source]);
       // stop, so that the frame on the canvas is the one whose detections are reported
       const out = await page.evaluate(() => {
         const s = window.detectorWeb;
