@@ -1,7 +1,7 @@
 // Drives headless Chromium through a served detector web app (used by tests/test_web.py and
 // bench/web.py through detector/web/browser.py). Reads a JSON job on stdin, prints one JSON
 // result per step on stdout:
-//   { "url", "executable", "fakeVideo": <y4m|mjpeg path or null>, "grantCamera": bool,
+//   { "url", "executable", "fakeVideo": <y4m|mjpeg path or null>, "grantCamera": bool, "viewport",
 //     "steps": [ {"do": "ready"} | {"do": "file", "path"} | {"do": "camera", "frames", "snapshot"}
 //                | {"do": "view", "path"} (the view canvas as PNG) | {"do": "screenshot", "path"}
 //                | {"do": "benchmark", "n"} ] }
@@ -19,7 +19,7 @@ if (job.fakeVideo !== undefined && job.fakeVideo !== null) {
 const browser = await chromium.launch({ executablePath: job.executable, headless: true, args });
 const results = [];
 try {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 760 } });
+  const context = await browser.newContext({ viewport: job.viewport ?? { width: 1100, height: 760 } });
   if (job.grantCamera) await context.grantPermissions(['camera'], { origin: new URL(job.url).origin });
   const page = await context.newPage();
   const logs = [];
