@@ -135,6 +135,16 @@ def _class_colors(num_classes: int) -> dict[str, list[int]]:
     return {str(label): list(class_color(label)) for label in range(1, num_classes + 1)}
 
 
+def _onnx_nms(options: Any) -> Any:
+    """``options`` as an ONNX export whose graph ends with NMS. Works with the flat
+    ``ExportOptions`` dataclass (``format`` a string) and with an ``ExportConfig`` whose
+    ``format`` is a nested config with a ``name``."""
+    fmt = options.format
+    if isinstance(fmt, str):
+        return replace(options, format="onnx", nms=True, decode=False)
+    return replace(options, format=replace(fmt, name="onnx"), nms=True, decode=False)
+
+
 def export_web(
     checkpoint: str | Path,
     out_dir: str | Path,
@@ -170,7 +180,7 @@ def export_web(
     if not 0.0 <= float(threshold) < 1.0:
         raise WebExportError(f"threshold must be in [0, 1), got {threshold}")
     runtime = find_runtime(webgpu)  # before any work: never a page without its runtime
-    options = replace(options or ExportOptions(), format="onnx", nms=True, decode=False)
+    options = _onnx_nms(options if options is not None else ExportOptions())
     if name is not None:
         options = replace(options, name=name)
     out = Path(out_dir)
