@@ -298,6 +298,25 @@ def assert_same(page: list[dict], ref: list[dict], threshold: float, what: str) 
     assert not extra, f"{what}: page detections detector.runtime does not give: {extra[:3]}"
 
 
+def test_detection_comparison_can_fail() -> None:
+    """assert_same rejects another class, a shifted box, a score off by 0.02, a missing or an
+    extra detection, and an empty reference."""
+    ref = [{"label": 1, "score": 0.8, "box": [10.0, 10.0, 110.0, 110.0]}]
+    assert_same([dict(ref[0], score=0.805)], ref, 0.3, "ok")
+    bad = [
+        [dict(ref[0], label=2)],
+        [dict(ref[0], box=[20.0, 20.0, 120.0, 120.0])],
+        [dict(ref[0], score=0.82)],
+        [],
+        [*ref, {"label": 1, "score": 0.5, "box": [200.0, 200.0, 260.0, 260.0]}],
+    ]
+    for page in bad:
+        with pytest.raises(AssertionError):
+            assert_same(page, ref, 0.3, "bad")
+    with pytest.raises(AssertionError, match="found nothing"):
+        assert_same([], [], 0.3, "empty")
+
+
 def _page_url(url: str, kind: str) -> str:
     return f"{url}?backend=wasm&threshold={THRESHOLD[kind]}"
 
