@@ -160,6 +160,11 @@ def _run_export(cfg: Any) -> None:
     from .export import ExportError, export_checkpoint, format_table
     from .export.schema import options_from_hydra
 
+    if cfg.format.name == "web":  # the web app: an nms=true ONNX export plus the page
+        from .web.export import export_from_hydra
+
+        export_from_hydra(cfg, _output_dir())
+        return
     try:
         checkpoint, options, use_ema = options_from_hydra(cfg)
         result = export_checkpoint(checkpoint, _output_dir(), options, use_ema=use_ema)
