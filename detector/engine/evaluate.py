@@ -97,13 +97,14 @@ def evaluate_checkpoint(spec, out_dir: str | Path) -> dict[str, Any]:
     from ..evaluation import write_report
     from ..models import ModelConfig, build_ssd
     from .checkpoint import load_detector
+    from .class_subset import DatasetClassModel, restrict_to_dataset
     from .data import dataset_options, make_val_loader, split_name
     from .distributed import DistInfo
     from .train import resolve_device
 
     out_dir = Path(out_dir)
     device = resolve_device(spec.device)
-    model, classes = load_detector(spec.checkpoint, use_ema=spec.use_ema)
+    model, _classes = load_detector(spec.checkpoint, use_ema=spec.use_ema)
     if spec.image_size is not None and tuple(spec.image_size) != model.image_size:
         config = ModelConfig.from_dict(
             {**model.config.to_dict(), "image_size": list(spec.image_size)}
@@ -113,11 +114,8 @@ def evaluate_checkpoint(spec, out_dir: str | Path) -> dict[str, Any]:
         model = resized.eval()
     split = split_name(spec.dataset, "val") if spec.split == "val" else spec.split
     dataset = build_dataset(spec.dataset.kind, split, **dataset_options(spec.dataset, "val"))
-    if classes and list(dataset.classes) != list(classes):
-        raise ValueError(
-            f"{spec.checkpoint} was trained on classes {list(classes)} but the dataset has "
-            f"{list(dataset.classes)}"
-        )
+    # Model classes -> dataset labels, by category id or name; other classes dropped and counted.
+    model, _ = restrict_to_dataset(model, spec.checkpoint, dataset, spec.postprocess)
     loader = make_val_loader(
         dataset, model.image_size, spec.batch_size, spec.num_workers, DistInfo()
     )
@@ -127,6 +125,7 @@ def evaluate_checkpoint(spec, out_dir: str | Path) -> dict[str, Any]:
     image_ids, predictions = run_inference(model, loader, spec.postprocess, device, progress=True)
     evaluator.process(image_ids, predictions)
     metrics = evaluator.evaluate()
+    metrics.update(model.report() if isinstance(model, DatasetClassModel) else {})
     metrics["checkpoint"] = str(spec.checkpoint)
     write_report(metrics, out_dir, **evaluator.report_artifacts())
     return metrics
