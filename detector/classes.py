@@ -123,9 +123,7 @@ class ClassMap:
 
     def summary(self) -> str:
         """One line: how many classes are shared, by what, and what is dropped / new."""
-        kept = [
-            self.data.describe(d) for d in sorted(self.model_to_data.values())
-        ]
+        kept = [self.data.describe(d) for d in sorted(self.model_to_data.values())]
         parts = [f"{len(kept)} shared classes matched by {self.by}: {_short(kept)}"]
         if self.dropped:
             dropped = [self.model.names[m - 1] for m in self.dropped]
@@ -191,6 +189,11 @@ def match_classes(model: ClassSpec, data: ClassSpec) -> ClassMap:
     """
     pairs: dict[int, int] = {}
     by, renamed = "name", []
+    same_ids = model.ids is None or data.ids is None or model.ids == data.ids
+    if model.names == data.names and same_ids:  # the same list: placeholder slots included
+        n = len(model.names)
+        by = "id" if model.ids is not None and data.ids is not None else "name"
+        return ClassMap(model, data, {k: k for k in range(1, n + 1)}, by)
     if model.ids is not None and data.ids is not None:
         id_pairs, id_renamed = _by_id(model, data)
         # Ids agree with names on most pairs: trust the ids (they survive renamings such as

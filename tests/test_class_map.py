@@ -5,14 +5,15 @@ sides have ids, else by name; the eval-time restriction to the dataset's classes
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from coco_assets import COCO_CATEGORIES
 
 from detector.classes import ClassSpec, class_spec_of_checkpoint, dataset_class_spec, match_classes
-from detector.engine.class_subset import DatasetClassModel, restrict_to_dataset
 from detector.engine.checkpoint import save_checkpoint
+from detector.engine.class_subset import DatasetClassModel, restrict_to_dataset
 from detector.models import ssd_mobilenet_v1
 from detector.postprocess import PostprocessSettings, postprocess_detections
 
@@ -92,11 +93,8 @@ def test_class_spec_checks_its_ids() -> None:
 
 
 def test_dataset_spec_reads_coco_category_ids() -> None:
-    class Fake:
-        classes = ["person", "car"]
-        label_to_category_id = {1: 1, 2: 3}
-
-    assert dataset_class_spec(Fake()) == ClassSpec(("person", "car"), (1, 3))
+    fake = SimpleNamespace(classes=["person", "car"], label_to_category_id={1: 1, 2: 3})
+    assert dataset_class_spec(fake) == ClassSpec(("person", "car"), (1, 3))
 
 
 # ------------------------------------------------------------------------- eval-time restriction
@@ -144,18 +142,16 @@ def test_restrict_to_dataset_errors_and_identity(tmp_path: Path) -> None:
     payload = {"model": model.state_dict(), "model_config": model.config.to_dict()}
     save_checkpoint({**payload, "classes": ["cat", "dog"]}, ckpt)
 
-    class Data:
-        classes = ["cat", "dog"]
-
+    Data = SimpleNamespace(classes=["cat", "dog"])
     post = PostprocessSettings()
-    same, cmap = restrict_to_dataset(model, ckpt, Data(), post)
+    same, cmap = restrict_to_dataset(model, ckpt, Data, post)
     assert same is model and cmap is not None and cmap.identity
     Data.classes = ["dog"]
-    sub, _ = restrict_to_dataset(model, ckpt, Data(), post)
+    sub, _ = restrict_to_dataset(model, ckpt, Data, post)
     assert isinstance(sub, DatasetClassModel) and sub.num_classes == 1
     Data.classes = ["raccoon"]
     with pytest.raises(ValueError, match=r"\['cat', 'dog'\] and the dataset's \['raccoon'\]"):
-        restrict_to_dataset(model, ckpt, Data(), post)
+        restrict_to_dataset(model, ckpt, Data, post)
     save_checkpoint(payload, ckpt)  # no class names at all: counts must agree
     with pytest.raises(ValueError, match="stores no class names and has 2 classes"):
-        restrict_to_dataset(model, ckpt, Data(), post)
+        restrict_to_dataset(model, ckpt, Data, post)

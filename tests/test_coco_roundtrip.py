@@ -23,7 +23,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from coco_assets import COCO_CATEGORIES, cartucho_coco_file, pycocotools_ap, tflite_interpreter_results
+from coco_assets import (
+    COCO_CATEGORIES,
+    cartucho_coco_file,
+    pycocotools_ap,
+    tflite_interpreter_results,
+)
 
 pytest.importorskip("cv2")
 pytest.importorskip("pycocotools")
