@@ -135,3 +135,84 @@ def test_no_shared_class_stops_with_one_line(assets) -> None:
     )  # fmt: skip
     assert proc.returncode != 0
     assert "no class in common" in proc.stderr and "raccoon (id 1)" in proc.stderr
+
+
+# ------------------------------------------------------------------ detect.py -> eval.py round trip
+@pytest.fixture(scope="module")
+def photo_set(shared_data: Path, assets) -> Path:
+    """A COCO file for the shared photos (``images/``) with non-sequential ids; its ground truth
+    is the TFLite reference detections with score >= 0.5 (any fixed ground truth will do here:
+    the round trip is checked against pycocotools on the same rows)."""
+    ref = json.loads((shared_data / TFLITE / "tflite_reference_detections.json").read_text())
+    images, annotations = [], []
+    for k, (name, entry) in enumerate(sorted(ref["images"].items())):
+        image_id = 397133 + 1000 * k
+        images.append({"id": image_id, "file_name": name, "width": entry["width"],
+                       "height": entry["height"]})  # fmt: skip
+        for det in entry["detections"]:
+            if det["score"] < 0.5:
+                continue
+            x1, y1, x2, y2 = det["box_px_xyxy"]
+            x1, y1 = max(x1, 0.0), max(y1, 0.0)
+            x2, y2 = min(x2, entry["width"]), min(y2, entry["height"])
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id,
+                "category_id": det["class_index"] + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": (x2 - x1) * (y2 - y1), "iscrowd": 0,
+            })  # fmt: skip
+    categories = [{"id": cid, "name": name} for cid, name in COCO_CATEGORIES]
+    ann = assets["tmp"] / "instances_photos.json"
+    ann.write_text(json.dumps({"images": images, "annotations": annotations,
+                               "categories": categories}))  # fmt: skip
+    return ann
+
+
+def test_detect_then_eval_round_trip(assets, photo_set: Path, shared_data: Path) -> None:
+    images = shared_data / "images"
+    gt = json.loads(photo_set.read_text())
+    ids = {img["file_name"]: img["id"] for img in gt["images"]}
+    same = ["score_thresh=0.01", "max_detections=200", "save=false", "progress=false"]
+    with_ids = assets["tmp"] / "detect_ids"
+    _run("detect.py", f"checkpoint={assets['ckpt']}", f"source={images}",
+         f"ann_file={photo_set}", f"hydra.run.dir={with_ids}", *same, cwd=assets["tmp"])  # fmt: skip
+    rows = json.loads((with_ids / "detections.json").read_text())
+    assert rows and {r["image_id"] for r in rows} == set(ids.values())
+    assert all(r["image_id"] == ids[r["file_name"]] for r in rows)
+    assert {r["category_id"] for r in rows} <= {c for c, _ in COCO_CATEGORIES}
+
+    plain = assets["tmp"] / "detect_plain"  # no ann_file: images numbered 1, 2, 3, ...
+    _run("detect.py", f"checkpoint={assets['ckpt']}", f"source={images}",
+         f"hydra.run.dir={plain}", *same, cwd=assets["tmp"])  # fmt: skip
+    plain_rows = json.loads((plain / "detections.json").read_text())
+    assert {r["image_id"] for r in plain_rows} == set(range(1, len(ids) + 1))
+
+    reference = pycocotools_ap(photo_set, [{k: r[k] for k in ("image_id", "category_id", "bbox",
+                                                              "score")} for r in rows])  # fmt: skip
+    for name, results in (("eval_rows_ids", with_ids), ("eval_rows_names", plain)):
+        out = assets["tmp"] / name
+        _run("eval.py", "dataset=coco", f"dataset.val_ann_file={photo_set}",
+             f"dataset.val_images={images}", f"detections={results / 'detections.json'}",
+             "backend=pycocotools", f"hydra.run.dir={out}", cwd=assets["tmp"])  # fmt: skip
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["AP"] == pytest.approx(reference["AP"], abs=1e-9), name
+        assert metrics["num_detections"] == len(rows)
+
+    # eval.py checkpoint=... on the same set (same post-processing) gives the same figure.
+    direct = _eval({**assets, "images": images}, photo_set, "eval_photos_ckpt")
+    assert direct["AP"] == pytest.approx(reference["AP"], abs=2e-3)
+    assert reference["AP"] > 0.5
+
+
+def test_results_with_unknown_file_names_fail_clearly(assets, photo_set: Path, tmp_path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"file_name": "nowhere.jpg", "image_id": 1, "category_id": 1,
+                                "bbox": [1, 1, 5, 5], "score": 0.9}]))  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "eval.py"), "dataset=coco",
+         f"dataset.val_ann_file={photo_set}", f"detections={bad}",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nowhere.jpg" in lines[0] and "file_name" in lines[0], proc.stderr

@@ -135,6 +135,7 @@ def evaluate_detections_file(spec, out_dir: str | Path) -> dict[str, Any]:
     """``eval.py detections=...``: score a COCO-format results file, no model and no images."""
     from ..data import build_dataset
     from ..evaluation import evaluate_results_file
+    from .coco_results import results_by_image_id
     from .data import dataset_options, split_name
 
     kind = spec.metric or spec.dataset.eval
@@ -150,8 +151,9 @@ def evaluate_detections_file(spec, out_dir: str | Path) -> dict[str, Any]:
             evaluator = evaluator_for(dataset, kind)
         return evaluator.evaluate_results_file(spec.detections, out_dir=out_dir)
     if kind == "coco" and ann_file is not None:
+        detections = results_by_image_id(spec.detections, ann_file, out_dir)  # file_name keys
         return evaluate_results_file(
-            spec.detections, ann_file=ann_file, kind="coco", backend=spec.backend, out_dir=out_dir
+            detections, ann_file=ann_file, kind="coco", backend=spec.backend, out_dir=out_dir
         )
     options = dataset_options(spec.dataset, "val")
     if spec.dataset.kind in ("coco", "synthetic"):
@@ -160,7 +162,7 @@ def evaluate_detections_file(spec, out_dir: str | Path) -> dict[str, Any]:
     extra = _backend(spec) if kind == "coco" else {}
     if kind == "coco" and getattr(dataset, "ann_file", None) is not None:
         return evaluate_results_file(
-            spec.detections,
+            results_by_image_id(spec.detections, dataset.ann_file, out_dir),  # file_name keys
             ann_file=dataset.ann_file,
             label_to_category_id=dataset.label_to_category_id,
             kind="coco",
