@@ -133,6 +133,8 @@ def test_other_alpha_names_every_skipped_tensor(tmp_path: Path) -> None:
     assert len(skipped) > 50
     assert f"WARNING: re-initialised {len(skipped)} tensors" in log
     assert "alpha 0.5 -> 0.25" in log
+    assert "NOT kept: 6 of 12 class predictor tensors do not fit" in log  # weights; biases fit
+    assert "classes initialised fresh: cat, dog" in log
     for key in skipped:
         line = f"    {key}: shape {list(src[key].shape)} there, {list(own[key].shape)} here"
         assert line in log.splitlines()

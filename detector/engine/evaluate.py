@@ -115,7 +115,9 @@ def evaluate_checkpoint(spec, out_dir: str | Path) -> dict[str, Any]:
     split = split_name(spec.dataset, "val") if spec.split == "val" else spec.split
     dataset = build_dataset(spec.dataset.kind, split, **dataset_options(spec.dataset, "val"))
     # Model classes -> dataset labels, by category id or name; other classes dropped and counted.
-    model, _ = restrict_to_dataset(model, spec.checkpoint, dataset, spec.postprocess)
+    model, class_map = restrict_to_dataset(model, spec.checkpoint, dataset, spec.postprocess)
+    if class_map is not None and not class_map.identity:
+        print(f"classes: {class_map.summary()}")
     loader = make_val_loader(
         dataset, model.image_size, spec.batch_size, spec.num_workers, DistInfo()
     )
@@ -125,7 +127,10 @@ def evaluate_checkpoint(spec, out_dir: str | Path) -> dict[str, Any]:
     image_ids, predictions = run_inference(model, loader, spec.postprocess, device, progress=True)
     evaluator.process(image_ids, predictions)
     metrics = evaluator.evaluate()
-    metrics.update(model.report() if isinstance(model, DatasetClassModel) else {})
+    if isinstance(model, DatasetClassModel):
+        metrics.update(model.report())
+        print(f"{metrics['num_dropped_detections']} detections of classes the dataset lacks "
+              "were dropped (metrics.json: dropped_detections/<class>)")  # fmt: skip
     metrics["checkpoint"] = str(spec.checkpoint)
     write_report(metrics, out_dir, **evaluator.report_artifacts())
     return metrics

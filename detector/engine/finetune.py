@@ -124,10 +124,21 @@ def init_from_checkpoint(model: nn.Module, path: str | Path, classes: ClassSpec)
         kept = [classes.describe(d) for d in sorted(class_map.model_to_data.values())]
         new = [classes.describe(d) for d in class_map.missing]
         how = "same classes" if class_map.identity else f"rows copied, matched by {class_map.by}"
-        lines.append(
-            f"  classes kept from the checkpoint ({how}): {len(kept)} of {len(classes.names)}: "
-            + ", ".join(kept)
-        )
+        predictors = [k for k in own if _CLASS_PREDICTOR.match(k)]
+        lost = [k for k in predictors if k in skipped]
+        if lost:  # the rows could not go anywhere: say so rather than claim the classes were kept
+            lines.append(
+                f"  classes shared with the checkpoint (matched by {class_map.by}): "
+                + ", ".join(kept)
+                + f"; NOT kept: {len(lost)} of {len(predictors)} class predictor tensors do "
+                "not fit (listed below)"
+            )
+            new = [classes.describe(d) for d in range(1, len(classes.names) + 1)]
+        else:
+            lines.append(
+                f"  classes kept from the checkpoint ({how}): {len(kept)} of "
+                f"{len(classes.names)}: " + ", ".join(kept)
+            )
         lines.append("  classes initialised fresh: " + (", ".join(new) if new else "none"))
         if class_map.renamed:
             lines.append(
