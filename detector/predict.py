@@ -6,7 +6,9 @@ Two backends give the same detections: a training checkpoint (PyTorch, through
 ``[0, 1]`` floats and map the boxes back to original-image pixels.
 
 Outputs in ``out_dir``: annotated images (same file names), annotated videos (``<stem>.mp4``,
-``mp4v``), and ``detections.json`` in the COCO results format with file names.
+``mp4v``), and ``detections.json`` in the COCO results format with file names. With
+``ann_file=<COCO instances file>`` its ``image_id``/``category_id`` are that file's, so that
+``eval.py detections=...`` scores it against the file (see ``docs/pretrained.md``).
 """
 
 from __future__ import annotations
@@ -346,7 +348,7 @@ class _CocoImages:
     """``ann_file=``: image ids by file name, and the file's category id of each model label."""
 
     def __init__(self, ann_file: str, model_classes) -> None:
-        from .classes import dataset_class_spec, match_classes
+        from .classes import ClassSpec, match_classes
         from .data.coco import load_coco_json
 
         data = load_coco_json(ann_file)
@@ -359,9 +361,8 @@ class _CocoImages:
         self.by_base = {k: v[0] for k, v in by_base.items() if len(v) == 1}
         cats = sorted(data["categories"], key=lambda c: c["id"])
         lut = {k + 1: int(c["id"]) for k, c in enumerate(cats)}
-        target = type("Cats", (), {"classes": [str(c["name"]) for c in cats],
-                                    "label_to_category_id": lut})()  # fmt: skip
-        self.class_map = match_classes(model_classes, dataset_class_spec(target))
+        file_classes = ClassSpec(tuple(str(c["name"]) for c in cats), tuple(lut.values()))
+        self.class_map = match_classes(model_classes, file_classes)
         self.category_ids = {m: lut[d] for m, d in self.class_map.model_to_data.items()}
 
     def image_id(self, rel: str) -> Any:
