@@ -10,7 +10,8 @@ that file's ids). A dataset has names and, for COCO-format files, category ids.
 * where both sides have ids, by id -- unless the ids evidently mean something else on the two
   sides (fewer than half of the id pairs have the same name, as with a custom COCO file numbered
   ``1..3``), then by name;
-* otherwise by name (case-, space- and ``_``/``-``-insensitive);
+* otherwise by name (case-, space- and ``_``/``-``-insensitive; the four Pascal VOC names that
+  differ from COCO's, ``aeroplane``, ``motorbike``, ``sofa``, ``tvmonitor``, count as COCO's);
 * placeholder names (``???``, empty, ``background``) are unused slots and never match.
 
 The result, a :class:`ClassMap`, says which model label becomes which dataset label, which model
@@ -29,6 +30,7 @@ from typing import Any
 
 __all__ = [
     "PLACEHOLDER_NAMES",
+    "SYNONYMS",
     "ClassMap",
     "ClassSpec",
     "checkpoint_class_spec",
@@ -42,9 +44,20 @@ __all__ = [
 PLACEHOLDER_NAMES = frozenset({"???", "", "background", "__background__", "bg", "n/a"})
 
 
+# Pascal VOC names of COCO categories (the other VOC classes have COCO's names, up to spacing).
+SYNONYMS = {"aeroplane": "airplane", "motorbike": "motorcycle", "sofa": "couch", "tvmonitor": "tv"}
+
+
 def normalize_name(name: str) -> str:
     """``"Traffic_Light"`` -> ``"traffic light"``: lower case, ``_``/``-`` and runs of space as one."""
     return re.sub(r"[\s_\-]+", " ", str(name)).strip().lower()
+
+
+def _key(name: str) -> str:
+    """Matching key: :func:`normalize_name` without spaces, VOC names as COCO's
+    (``"diningtable"`` = ``"dining table"``, ``"tvmonitor"`` = ``"tv"``)."""
+    key = normalize_name(name).replace(" ", "")
+    return SYNONYMS.get(key, key).replace(" ", "")
 
 
 def is_placeholder(name: str) -> bool:
@@ -152,11 +165,11 @@ def _by_name(model: ClassSpec, data: ClassSpec) -> dict[int, int]:
     index: dict[str, int] = {}
     for d, name in enumerate(data.names, start=1):
         if not is_placeholder(name):
-            index.setdefault(normalize_name(name), d)
+            index.setdefault(_key(name), d)
     pairs: dict[int, int] = {}
     taken: set[int] = set()
     for m, name in enumerate(model.names, start=1):
-        d = index.get(normalize_name(name)) if not is_placeholder(name) else None
+        d = index.get(_key(name)) if not is_placeholder(name) else None
         if d is not None and d not in taken:
             pairs[m] = d
             taken.add(d)
@@ -176,7 +189,7 @@ def _by_id(model: ClassSpec, data: ClassSpec) -> tuple[dict[int, int], list[tupl
             continue
         d = index[cid]
         pairs[m] = d
-        if normalize_name(name) != normalize_name(data.names[d - 1]) and not _unnamed(name):
+        if _key(name) != _key(data.names[d - 1]) and not _unnamed(name):
             renamed.append((name, data.names[d - 1]))
     return pairs, renamed
 

@@ -46,11 +46,22 @@ def test_90_id_model_on_80_category_coco_set_matches_by_id() -> None:
 
 
 def test_ids_win_over_renamed_classes() -> None:
-    data = ClassSpec(("person", "car", "sofa", "tvmonitor"), (1, 3, 63, 72))
+    data = ClassSpec(("person", "car", "settee", "telly"), (1, 3, 63, 72))
     cmap = match_classes(tf_label_map(), data)
     assert cmap.by == "id"
     assert cmap.model_to_data == {1: 1, 3: 2, 63: 3, 72: 4}
-    assert cmap.renamed == [("couch", "sofa"), ("tv", "tvmonitor")]
+    assert cmap.renamed == [("couch", "settee"), ("tv", "telly")]
+
+
+def test_voc_names_match_coco_names() -> None:
+    voc = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+           "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+           "train", "tvmonitor")  # fmt: skip
+    cmap = match_classes(tf_label_map(), ClassSpec(voc))
+    assert cmap.by == "name" and not cmap.missing
+    got = {voc[d - 1]: cmap.model.names[m - 1] for m, d in cmap.model_to_data.items()}
+    assert got["aeroplane"] == "airplane" and got["diningtable"] == "dining table"
+    assert got["tvmonitor"] == "tv" and got["sofa"] == "couch" and got["motorbike"] == "motorcycle"
 
 
 def test_subset_keeps_only_shared_classes() -> None:
