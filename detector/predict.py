@@ -6,7 +6,9 @@ Two backends give the same detections: a training checkpoint (PyTorch, through
 ``[0, 1]`` floats and map the boxes back to original-image pixels.
 
 Outputs in ``out_dir``: annotated images (same file names), annotated videos (``<stem>.mp4``,
-``mp4v``), and ``detections.json`` in the COCO results format with file names.
+``mp4v``), and ``detections.json`` in the COCO results format with file names. With
+``ann_file=<COCO instances file>`` its ``image_id``/``category_id`` are that file's, so that
+``eval.py detections=...`` scores it against the file (see ``docs/pretrained.md``).
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ class DetectSchema:
         progress: show a progress bar over folders and videos.
         max_frames: stop a video/camera after this many frames (0: no limit).
         line_width: box line width in pixels (0: from the image size).
+        ann_file: a COCO annotation file of the source images: ``detections.json`` then has
+            their real ``image_id`` and the file's ``category_id`` of each class (matched by
+            category id, else by name); detections of classes the file lacks and images it does
+            not list are left out of it (counted in the log).
+        skip_unreadable: a folder's unreadable images are skipped and counted (false: the first
+            one stops the run). ``detections.json`` always holds what was done.
     """
 
     checkpoint: Optional[str] = None  # noqa: UP045
@@ -76,6 +84,8 @@ class DetectSchema:
     progress: bool = True
     max_frames: int = 0
     line_width: int = 0
+    ann_file: Optional[str] = None  # noqa: UP045
+    skip_unreadable: bool = True
 
 
 def register_detect_schema() -> None:
@@ -293,14 +303,27 @@ def _filter(det: dict[str, Any], keep_labels: set[int] | None) -> dict[str, Any]
     return {k: np.asarray(det[k])[mask] for k in ("boxes", "scores", "labels")}
 
 
-def _results(det: dict[str, Any], file_name: str, image_id: int, frame: int | None) -> list[dict]:
+def _results(
+    det: dict[str, Any],
+    file_name: str,
+    image_id: Any,
+    frame: int | None,
+    category_ids: dict[int, int],
+    dropped: Counter[str] | None = None,
+    class_names: list[str] | None = None,
+) -> list[dict]:
+    """COCO result rows; labels without an entry in ``category_ids`` are counted in ``dropped``."""
     rows = []
     for box, score, label in zip(det["boxes"], det["scores"], det["labels"], strict=True):
+        if int(label) not in category_ids:
+            if dropped is not None:
+                dropped[_name(class_names or [], int(label))] += 1
+            continue
         x1, y1, x2, y2 = (float(v) for v in box)
         row: dict[str, Any] = {
             "file_name": file_name,
             "image_id": image_id,
-            "category_id": int(label),
+            "category_id": category_ids[int(label)],
             "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
             "score": round(float(score), 5),
         }
@@ -308,6 +331,44 @@ def _results(det: dict[str, Any], file_name: str, image_id: int, frame: int | No
             row["frame"] = frame
         rows.append(row)
     return rows
+
+
+def _model_class_spec(spec: DetectSchema, class_names: list[str]):
+    """The model's classes with their category ids where the checkpoint stores them."""
+    from .classes import ClassSpec, checkpoint_class_spec
+
+    if spec.checkpoint is not None:
+        stored = checkpoint_class_spec(spec.checkpoint)
+        if stored is not None and list(stored.names) == list(class_names):
+            return stored
+    return ClassSpec(tuple(class_names))
+
+
+class _CocoImages:
+    """``ann_file=``: image ids by file name, and the file's category id of each model label."""
+
+    def __init__(self, ann_file: str, model_classes) -> None:
+        from .classes import ClassSpec, match_classes
+        from .data.coco import load_coco_json
+
+        data = load_coco_json(ann_file)
+        self.by_name: dict[str, Any] = {}
+        by_base: dict[str, list[Any]] = {}
+        for img in data["images"]:
+            name = str(img["file_name"]).replace("\\", "/")
+            self.by_name[name] = img["id"]
+            by_base.setdefault(Path(name).name, []).append(img["id"])
+        self.by_base = {k: v[0] for k, v in by_base.items() if len(v) == 1}
+        cats = sorted(data["categories"], key=lambda c: c["id"])
+        lut = {k + 1: int(c["id"]) for k, c in enumerate(cats)}
+        file_classes = ClassSpec(tuple(str(c["name"]) for c in cats), tuple(lut.values()))
+        self.class_map = match_classes(model_classes, file_classes)
+        self.category_ids = {m: lut[d] for m, d in self.class_map.model_to_data.items()}
+
+    def image_id(self, rel: str) -> Any:
+        if rel in self.by_name:
+            return self.by_name[rel]
+        return self.by_base.get(Path(rel).name)
 
 
 def run_detect(
@@ -322,15 +383,21 @@ def run_detect(
 
     Returns:
         ``{"detections": COCO result rows, "detections_path": Path, "saved": [Path],
-        "num_images": int}``.
+        "num_images": int, "unreadable": [relative path], "not_in_ann_file": [relative path],
+        "num_dropped_detections": int}``.
 
     Raises:
-        FileNotFoundError: the source, model or an image is missing, or a folder is empty.
-        ValueError: bad settings, an unreadable image, or a video/camera that cannot be opened.
+        FileNotFoundError: the source, model, ``ann_file`` or an image is missing, or a folder
+            is empty.
+        ValueError: bad settings, an unreadable image (a single image, or any with
+            ``skip_unreadable=false``; a folder with no readable image), no class shared with
+            ``ann_file``, or a video/camera that cannot be opened.
     """
     from tqdm import tqdm
 
     src = _resolve_source(spec.source)  # check the source before loading the model
+    if spec.ann_file is not None and not Path(spec.ann_file).is_file():
+        raise FileNotFoundError(f"ann_file={spec.ann_file}: file not found")
     predict, class_names = load_predictor(spec)
     keep_labels = None
     if spec.classes:
@@ -340,17 +407,34 @@ def run_detect(
                 f"classes={list(spec.classes)}: unknown {unknown}; known {class_names}"
             )
         keep_labels = {class_names.index(c) + 1 for c in spec.classes}
+    model_classes = _model_class_spec(spec, class_names)
+    coco = _CocoImages(spec.ann_file, model_classes) if spec.ann_file is not None else None
+    if coco is not None:
+        category_ids = coco.category_ids
+    elif model_classes.ids is not None:
+        category_ids = dict(enumerate(model_classes.ids, start=1))
+    else:
+        category_ids = {k: k for k in range(1, len(class_names) + 1)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     say = log if log is not None else tqdm.write
     rows: list[dict] = []
     saved: list[Path] = []
+    unreadable: list[str] = []
+    not_listed: list[str] = []
+    dropped: Counter[str] = Counter()
     image_id = 0
+    det_path = out_dir / "detections.json"
+    if coco is not None:
+        say(f"ann_file={spec.ann_file}: {coco.class_map.summary()}")
 
     def infer(image_rgb: np.ndarray) -> tuple[dict[str, Any], float]:
         start = time.perf_counter()
         det = _filter(predict(image_rgb), keep_labels)
         return det, (time.perf_counter() - start) * 1000.0
+
+    def write_rows() -> None:
+        det_path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
 
     if src.kind in ("image", "folder"):
         root = src.paths[0].parent if src.kind == "image" else Path(spec.source)
@@ -358,20 +442,49 @@ def run_detect(
             src.paths, desc="detect", disable=not spec.progress or src.kind == "image",
             dynamic_ncols=True,
         )  # fmt: skip
-        for path in bar:
-            image = _read_rgb(path)
-            det, ms = infer(image)
-            image_id += 1
-            rel = path.relative_to(root).as_posix()
-            rows.extend(_results(det, rel, image_id, None))
-            say(f"{rel}: {_summary(det, class_names)} ({ms:.0f} ms)")
-            if spec.save:
-                target = out_dir / rel.replace("/", "__")
-                drawn = draw_detections(image, det, class_names, spec.line_width)
-                if not cv2.imwrite(str(target), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
-                    target = target.with_suffix(".jpg")
-                    cv2.imwrite(str(target), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-                saved.append(target)
+        try:
+            for path in bar:
+                rel = path.relative_to(root).as_posix()
+                try:
+                    image = _read_rgb(path)
+                except ValueError:
+                    if src.kind == "image" or not spec.skip_unreadable:
+                        raise
+                    unreadable.append(rel)
+                    say(f"{rel}: cannot read image (corrupt or unsupported format), skipped")
+                    continue
+                det, ms = infer(image)
+                image_id += 1
+                real_id: Any = image_id
+                if coco is not None:
+                    real_id = coco.image_id(rel)
+                    if real_id is None:
+                        not_listed.append(rel)
+                say(f"{rel}: {_summary(det, class_names)} ({ms:.0f} ms)")
+                if real_id is not None:
+                    rows.extend(
+                        _results(det, rel, real_id, None, category_ids, dropped, class_names)
+                    )
+                if spec.save:
+                    target = out_dir / rel.replace("/", "__")
+                    drawn = draw_detections(image, det, class_names, spec.line_width)
+                    if not cv2.imwrite(str(target), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
+                        target = target.with_suffix(".jpg")
+                        cv2.imwrite(str(target), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                    saved.append(target)
+        finally:
+            write_rows()  # what was done, even when a later image stops the run
+        if unreadable:
+            say(f"{len(unreadable)} unreadable images skipped: {', '.join(unreadable[:10])}"
+                + (" ..." if len(unreadable) > 10 else ""))  # fmt: skip
+        if not_listed:
+            say(f"{len(not_listed)} images are not in ann_file={spec.ann_file} and were left out "
+                f"of detections.json: {', '.join(not_listed[:10])}"
+                + (" ..." if len(not_listed) > 10 else ""))  # fmt: skip
+        if image_id == 0:
+            raise ValueError(
+                f"source={spec.source}: none of the {len(src.paths)} images could be read"
+            )
     else:
         cap, name = _open_capture(src)
         writer = None
@@ -390,7 +503,8 @@ def run_detect(
                 det, ms = infer(image)
                 elapsed += ms
                 image_id += 1
-                rows.extend(_results(det, name, image_id, frame))
+                rows.extend(_results(det, name, image_id, frame, category_ids, dropped,
+                                     class_names))  # fmt: skip
                 totals.update(_name(class_names, int(lab)) for lab in det["labels"])
                 if spec.save:
                     if writer is None:
@@ -415,6 +529,16 @@ def run_detect(
             raise ValueError(f"source={spec.source}: no frames could be read")
         found = ", ".join(f"{n} {k}" for k, n in totals.most_common()) or "no detections"
         say(f"{name}: {frame} frames, {found} ({elapsed / frame:.0f} ms/frame)")
-    det_path = out_dir / "detections.json"
-    det_path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-    return {"detections": rows, "detections_path": det_path, "saved": saved, "num_images": image_id}
+        write_rows()
+    if dropped:
+        say(f"{sum(dropped.values())} detections of classes not in ann_file={spec.ann_file} "
+            f"left out: " + ", ".join(f"{n} {k}" for k, n in dropped.most_common()))  # fmt: skip
+    return {
+        "detections": rows,
+        "detections_path": det_path,
+        "saved": saved,
+        "num_images": image_id,
+        "unreadable": unreadable,
+        "not_in_ann_file": not_listed,
+        "num_dropped_detections": int(sum(dropped.values())),
+    }

@@ -333,8 +333,9 @@ def test_emulation_refuses_a_float_graph(converted, monkeypatch) -> None:
 
 
 def test_cli_writes_an_ordinary_checkpoint(converted, tflite_dir: Path, tmp_path: Path) -> None:
+    from detector.classes import ClassSpec
     from detector.engine.checkpoint import load_checkpoint, load_detector
-    from detector.engine.train import _init_from_checkpoint
+    from detector.engine.finetune import init_from_checkpoint
     from detector.models import MobileNetV1, build_ssd
     from detector.weights import load_backbone_weights
 
@@ -356,10 +357,21 @@ def test_cli_writes_an_ordinary_checkpoint(converted, tflite_dir: Path, tmp_path
             torch.testing.assert_close(a, b)
     ckpt = load_checkpoint(out)
     assert ckpt["converted_from"]["format"] == "tflite"
+    # TF label map convention: class slot k (1-based) is category id k (COCO ids, '???' unused).
+    assert ckpt["class_ids"] == list(range(1, 91))
+    assert [ckpt["classes"][i - 1] for i in (1, 3, 18, 90)] == [
+        "person",
+        "car",
+        "dog",
+        "toothbrush",
+    ]
+    assert ckpt["classes"][11] == "???"  # COCO id 12 is unused
+    assert torch.load(out, weights_only=True)["class_ids"] == ckpt["class_ids"]
     # train.py init=<ckpt> (fine-tuning start) and backbone.pretrained=<ckpt> accept it.
     fresh = build_ssd(model.config)
     n = len(fresh.state_dict())
-    assert f"{n}/{n} tensors loaded" in _init_from_checkpoint(fresh, str(out), classes)
+    log = init_from_checkpoint(fresh, str(out), ClassSpec(tuple(classes), tuple(range(1, 91))))
+    assert f"{n}/{n} tensors loaded" in log and "(same classes)" in log
     backbone = MobileNetV1(0.75, padding="tf")
     assert "loaded" in load_backbone_weights(backbone, out)
     torch.testing.assert_close(

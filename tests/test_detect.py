@@ -188,3 +188,63 @@ def test_cli_model_and_checkpoint_are_exclusive(setup, tmp_path) -> None:
         "detect.py: error: give exactly one of checkpoint=<.pt> or "
         "model=<exported .onnx or .tflite>"
     )
+
+
+def test_unreadable_images_in_a_folder_are_skipped_and_counted(setup, tmp_path) -> None:
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("img0.png", "img1.png"):
+        (folder / name).write_bytes((setup["images"] / name).read_bytes())
+    (folder / "zz_bad.png").write_bytes(b"not a png")
+    common = {"checkpoint": str(setup["ckpt"]), "source": str(folder), "progress": False,
+              "save": False}  # fmt: skip
+    lines: list[str] = []
+    result = run_detect(DetectSchema(**common), tmp_path / "skip", log=lines.append)
+    assert result["unreadable"] == ["zz_bad.png"] and result["num_images"] == 2
+    assert any(line.startswith("1 unreadable images skipped: zz_bad.png") for line in lines)
+    written = json.loads((tmp_path / "skip" / "detections.json").read_text())
+    assert written == result["detections"] and {r["file_name"] for r in written} <= {
+        "img0.png",
+        "img1.png",
+    }
+    # skip_unreadable=false: the bad image stops the run, what was done is still written.
+    with pytest.raises(ValueError, match=r"zz_bad\.png: cannot read image"):
+        run_detect(DetectSchema(**common, skip_unreadable=False), tmp_path / "stop")
+    assert json.loads((tmp_path / "stop" / "detections.json").read_text()) == written
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "bad.png").write_bytes(b"x")
+    with pytest.raises(ValueError, match="none of the 1 images could be read"):
+        run_detect(DetectSchema(**{**common, "source": str(only_bad)}), tmp_path / "none")
+
+
+def test_ann_file_gives_real_image_and_category_ids(setup, tmp_path) -> None:
+    ann = tmp_path / "instances.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": 42, "file_name": "img0.png", "width": 160, "height": 96}],
+        "annotations": [],
+        "categories": [{"id": 7, "name": "square"}, {"id": 9, "name": "star"}],
+    }))  # fmt: skip
+    common = {"checkpoint": str(setup["ckpt"]), "source": str(setup["images"]),
+              "progress": False, "save": False, "score_thresh": 0.05}  # fmt: skip
+    plain = run_detect(DetectSchema(**common), tmp_path / "plain")["detections"]
+    lines: list[str] = []
+    result = run_detect(
+        DetectSchema(**common, ann_file=str(ann)), tmp_path / "ids", log=lines.append
+    )
+    rows = result["detections"]
+    expected = [r for r in plain if r["file_name"] == "img0.png" and r["category_id"] == 2]
+    assert expected and [(r["bbox"], r["score"]) for r in rows] == [
+        (r["bbox"], r["score"]) for r in expected
+    ]
+    assert all(r["image_id"] == 42 and r["category_id"] == 7 for r in rows)
+    assert result["not_in_ann_file"] == ["img1.png"]
+    others = sum(1 for r in plain if r["file_name"] == "img0.png" and r["category_id"] != 2)
+    assert result["num_dropped_detections"] == others > 0
+    assert any("1 shared classes matched by name: square" in line for line in lines)
+    ann.write_text(json.dumps({"images": [], "annotations": [],
+                               "categories": [{"id": 1, "name": "star"}]}))  # fmt: skip
+    with pytest.raises(ValueError, match="no class in common"):
+        run_detect(DetectSchema(**common, ann_file=str(ann)), tmp_path / "none")
+    with pytest.raises(FileNotFoundError, match=r"ann_file=.*missing\.json: file not found"):
+        run_detect(DetectSchema(**common, ann_file=str(tmp_path / "missing.json")), tmp_path)

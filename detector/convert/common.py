@@ -88,10 +88,18 @@ def sha256_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def save_converted(model: SSD, classes: list[str], out: str | Path, source: dict[str, Any]) -> Path:
+def save_converted(
+    model: SSD,
+    classes: list[str],
+    out: str | Path,
+    source: dict[str, Any],
+    class_ids: list[int] | None = None,
+) -> Path:
     """Write an ordinary detector checkpoint (loadable by ``load_detector``, ``train.py init=``).
 
     ``source`` (plain values only) is stored under ``"converted_from"`` for provenance.
+    ``class_ids`` (one category id per class, e.g. the COCO ids of a TF label map) go under
+    ``"class_ids"``; evaluation and fine-tuning match classes by them (:mod:`detector.classes`).
     """
     if len(classes) != model.num_classes:
         raise ValueError(f"{len(classes)} class names for a {model.num_classes}-class model")
@@ -101,4 +109,8 @@ def save_converted(model: SSD, classes: list[str], out: str | Path, source: dict
         "classes": list(classes),
         "converted_from": source,
     }
+    if class_ids is not None:
+        if len(class_ids) != len(classes):
+            raise ValueError(f"{len(class_ids)} class ids for {len(classes)} classes")
+        payload["class_ids"] = [int(i) for i in class_ids]
     return save_checkpoint(payload, out)

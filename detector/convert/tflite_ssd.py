@@ -449,7 +449,11 @@ def convert_tflite_file(
         "labels": Path(labels).name if labels else None,
         "report": _plain(result.report),
     }
-    save_converted(result.model, result.classes, out, source)
+    # TF Object Detection API label maps number their classes from 1: class slot k (0-based,
+    # after the background) is category id k + 1 -- for the COCO models the COCO category id,
+    # with '???' at the unused ids.
+    class_ids = list(range(1, len(result.classes) + 1))
+    save_converted(result.model, result.classes, out, source, class_ids=class_ids)
     return {**result.report, "out": str(out), "classes": len(result.classes)}
 
 

@@ -20,7 +20,6 @@ from ..postprocess_settings import PostprocessSettings
 from .device import resolve_device
 
 __all__ = [
-    "check_classes",
     "evaluate_checkpoint",
     "evaluate_checkpoint_on",
     "evaluate_detections_file",
@@ -109,19 +108,6 @@ def evaluator_for(dataset, kind: str, **options: Any):
     return build_evaluator(kind, class_names=list(dataset.classes), **ground_truth, **options)
 
 
-def check_classes(checkpoint: str | Path, model_classes: Sequence[str], dataset) -> None:
-    """The one place where the classes a model was trained on meet the dataset's classes.
-
-    Raises:
-        ValueError: the checkpoint names classes and they differ from the dataset's.
-    """
-    if model_classes and list(dataset.classes) != list(model_classes):
-        raise ValueError(
-            f"{checkpoint} was trained on classes {list(model_classes)} but the dataset has "
-            f"{list(dataset.classes)}"
-        )
-
-
 def evaluate_checkpoint_on(
     checkpoint: str | Path,
     dataset,
@@ -158,14 +144,19 @@ def evaluate_checkpoint_on(
     from ..evaluation import write_report
     from ..models import with_image_size
     from .checkpoint import load_detector
+    from .class_subset import DatasetClassModel, restrict_to_dataset
     from .data import make_val_loader
     from .distributed import DistInfo
 
     torch_device = resolve_device(device)
-    model, classes = load_detector(checkpoint, use_ema=use_ema)
+    model, _classes = load_detector(checkpoint, use_ema=use_ema)
     if image_size is not None:
         model = with_image_size(model, image_size)
-    check_classes(checkpoint, classes, dataset)
+    # The one place where the model's classes meet the dataset's: matched by COCO category id or
+    # name; the model's other classes are dropped before post-processing and counted.
+    model, class_map = restrict_to_dataset(model, checkpoint, dataset, postprocess)
+    if class_map is not None and not class_map.identity:
+        print(f"classes: {class_map.summary()}")
     loader = make_val_loader(dataset, model.image_size, batch_size, num_workers, DistInfo())
     # The evaluator first: bad ground truth (e.g. a missing subset file) fails before inference.
     evaluator = evaluator_for(dataset, metric, **({"backend": backend} if metric == "coco" else {}))
@@ -175,6 +166,12 @@ def evaluate_checkpoint_on(
     )
     evaluator.process(image_ids, predictions)
     metrics = evaluator.evaluate()
+    if isinstance(model, DatasetClassModel):
+        metrics.update(model.report())
+        print(
+            f"{metrics['num_dropped_detections']} detections of classes the dataset lacks were "
+            "dropped (metrics.json: dropped_detections/<class>)"
+        )
     metrics["checkpoint"] = str(checkpoint)
     write_report(metrics, out_dir, **evaluator.report_artifacts())
     return metrics
@@ -224,7 +221,12 @@ def evaluate_results_on(
         metric: evaluator name.
     """
     from ..evaluation import build_evaluator
+    from .coco_results import results_by_image_id
 
+    if metric == "coco" and out_dir is not None:  # rows keyed by file_name get the file's ids
+        coco_file = ann_file if ann_file is not None else getattr(dataset, "ann_file", None)
+        if coco_file is not None:
+            results = results_by_image_id(results, coco_file, out_dir)
     if metric == "widerface" and gt_dir is not None:
         evaluator = build_evaluator(metric, gt_dir=gt_dir)
     elif metric == "coco" and ann_file is not None:

@@ -27,6 +27,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from ..box_ops import BoxCoder
+from ..classes import dataset_class_spec
 from ..config import TrainSchema, model_config_from, to_plain
 from ..loss import MultiBoxLoss
 from ..models import SSD, build_ssd
@@ -40,6 +41,7 @@ from .data import build_datasets, make_train_loader, make_val_loader
 from .device import resolve_device
 from .distributed import DistInfo, all_gather_objects, barrier, init_distributed, reduce_mean
 from .evaluate import evaluator_for, run_inference
+from .finetune import init_from_checkpoint
 from .optim import build_optimizer, build_scheduler
 
 __all__ = ["NonFiniteLossError", "fit", "resolve_device"]
@@ -82,23 +84,6 @@ def ema_update_fn(decay: float, warmup_steps: float) -> Callable:
                 e.copy_(p)
 
     return update
-
-
-def _init_from_checkpoint(model: SSD, path: str, classes: list[str]) -> str:
-    """Fine-tune start: copy every tensor whose name and shape match; report what was skipped."""
-    ckpt = load_checkpoint(path)
-    source = ckpt.get("ema") or ckpt["model"]
-    own = model.state_dict()
-    loaded = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(loaded, strict=False)
-    skipped = sorted(k for k in own if k not in loaded)
-    heads = {k.split(".")[1] for k in skipped if k.startswith("head.")}
-    msg = f"init from {path}: {len(loaded)}/{len(own)} tensors loaded"
-    if skipped:
-        msg += f"; re-initialised {len(skipped)} ({', '.join(sorted(heads)) or 'other'})"
-    if ckpt.get("classes") and list(ckpt["classes"]) != list(classes):
-        msg += f"; classes differ ({len(ckpt['classes'])} -> {len(classes)})"
-    return msg
 
 
 def _load_pretrained_backbone(model: SSD, path: str) -> str:
@@ -170,8 +155,9 @@ def fit(
     log_lines: list[str] = []
     if spec.backbone.pretrained:
         log_lines.append(_load_pretrained_backbone(model, spec.backbone.pretrained))
+    class_ids = dataset_class_spec(train_set).ids  # COCO category ids, stored with the classes
     if spec.init:
-        log_lines.append(_init_from_checkpoint(model, spec.init, classes))
+        log_lines.append(init_from_checkpoint(model, spec.init, dataset_class_spec(train_set)))
     _freeze(model, spec.backbone.frozen_stages)
     model.to(device)
     memory_format = torch.channels_last if trainer.channels_last else torch.contiguous_format
@@ -241,6 +227,7 @@ def fit(
             "model": model.state_dict(),
             "model_config": model_config.to_dict(),
             "classes": classes,
+            "class_ids": list(class_ids) if class_ids is not None else None,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
