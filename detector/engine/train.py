@@ -191,12 +191,18 @@ def _device_for(spec: TrainSchema) -> torch.device:
         raise ValueError(f"trainer.device={spec.trainer.device}: {exc}{hint}") from None
 
 
-def _describe_mismatch(stored: dict[str, Any], wanted: dict[str, Any], skip=()) -> list[str]:
-    return [
-        f"{key} {stored.get(key)!r} there, {wanted[key]!r} here"
-        for key in wanted
-        if key not in skip and stored.get(key) != wanted[key]
-    ]
+def _describe_mismatch(
+    stored: dict[str, Any], wanted: dict[str, Any], prefix: str = ""
+) -> list[str]:
+    """``key <there> there, <here> here`` for every differing (nested) model config value."""
+    out = []
+    for key, value in wanted.items():
+        other = stored.get(key)
+        if isinstance(value, dict) and isinstance(other, dict):
+            out += _describe_mismatch(other, value, f"{prefix}{key}.")
+        elif other != value:
+            out.append(f"{prefix}{key} {other!r} there, {value!r} here")
+    return out
 
 
 def fit(
@@ -263,7 +269,10 @@ class Trainer:
         return {k: float(v) for k, v in self.best.items() if isinstance(v, (int, float))}
 
     def _read_resume_checkpoint(self) -> dict[str, Any] | None:
-        """The ``resume=`` checkpoint, checked against this run's model before any work."""
+        """The ``resume=`` checkpoint, checked against this run's model before any work (an
+        ``init=`` checkpoint is checked here too, then read again by the fine-tune start)."""
+        if self.spec.init:
+            load_checkpoint(self.spec.init)
         if not self.spec.resume:
             return None
         ckpt = load_checkpoint(self.spec.resume)
