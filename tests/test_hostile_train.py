@@ -8,6 +8,7 @@ and no work done before the refusal (no synthetic data generated, no checkpoint 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import pickle
 import subprocess
@@ -340,9 +341,19 @@ def test_progress_total_respects_max_steps(tiny_synthetic, tmp_path, monkeypatch
 
     monkeypatch.setattr(train_module._Logger, "progress", spy)
     out = tmp_path / "run"
-    fit(_spec(tiny_synthetic, "trainer.max_steps=1", "trainer.batch_size=2"), out)
+    job_log = logging.FileHandler(tmp_path / "job.log")  # as Hydra's <job>.log
+    logging.getLogger().addHandler(job_log)
+    try:
+        fit(_spec(tiny_synthetic, "trainer.max_steps=1", "trainer.batch_size=2"), out)
+    finally:
+        logging.getLogger().removeHandler(job_log)
+        job_log.close()
     assert totals == [1]  # 8 images / batch 2 = 4 batches, but 1 step
     printed = capsys.readouterr().out
+    logged = (tmp_path / "job.log").read_text()
+    assert printed.count("done: best val/mAP") == 1  # not twice on the console
+    for text in (printed, logged, (out / "train.log").read_text()):
+        assert "run folder:" in text and "done: best val/mAP" in text
     assert f"run folder: {out.resolve()}" in printed
     assert "done: best val/mAP " in printed and str(out.resolve()) in printed.splitlines()[-1]
     assert "synthetic dataset in" in printed

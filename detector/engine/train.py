@@ -303,7 +303,10 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.out_dir)
         if resume is not None:
-            self.record = _StepRecord.from_checkpoint(resume)
+            try:
+                self.record = _StepRecord.from_checkpoint(resume)
+            except CheckpointError as exc:
+                raise CheckpointError(f"{spec.resume}: {exc}") from None
             self.history = list(resume.get("history", []))
         self.writer = _Logger(
             self.out_dir,
@@ -600,14 +603,35 @@ class Trainer:
             if best >= 0
             else "no evaluation"
         )
-        _print(f"done: {summary}; checkpoints, metrics.csv and logs in {self.out_dir.resolve()}")
+        _print(
+            f"done: {summary}; checkpoints, metrics.csv and logs in {self.out_dir.resolve()}",
+            self.out_dir / "train.log",
+        )
 
 
-def _print(line: str) -> None:
+def _print(line: str, log_path: Path) -> None:
+    """A line on stdout, in the log files and in ``log_path`` (unless a log file is it)."""
     from tqdm import tqdm
 
     tqdm.write(line)
-    logging.getLogger("detector.train").info(line)
+    _to_log_files(line)
+    if all(Path(h.baseFilename) != log_path.resolve() for h in _log_files()):
+        with open(log_path, "a") as f:
+            f.write(line + "\n")
+
+
+def _log_files() -> list[logging.FileHandler]:
+    """The file handlers of the root logger (Hydra's job log ``<job>.log`` under Hydra)."""
+    return [h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+
+
+def _to_log_files(line: str) -> None:
+    """Send ``line`` to the log files only: stdout already has it (through tqdm, which keeps the
+    progress bar intact), so the console handlers are left out."""
+    logger = logging.getLogger("detector.train")
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, line, None, None)
+    for handler in _log_files():
+        handler.handle(record)
 
 
 def _carry_best(resume: Path, out_dir: Path, step: int) -> list[str]:
@@ -669,16 +693,22 @@ class _StepRecord:
         if not isinstance(log, dict) or list(log.get("keys", [])) != list(STEP_KEYS):
             record.complete = False
             return record
-        record.steps = [int(s) for s in log["step"].tolist()]
-        record.epochs = [int(e) for e in log["epoch"].tolist()]
-        record.values = [[float(v) for v in row] for row in log["values"].tolist()]
-        if record.steps != list(range(1, len(record.steps) + 1)) or record.steps[-1:] not in (
-            [],
-            [ckpt["step"]],
-        ):
+        try:
+            record.steps = [int(s) for s in log["step"].tolist()]
+            record.epochs = [int(e) for e in log["epoch"].tolist()]
+            record.values = [[float(v) for v in row] for row in log["values"].tolist()]
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise CheckpointError("the step record of the checkpoint is damaged") from None
+        if not len(record.steps) == len(record.epochs) == len(record.values):
+            raise CheckpointError("the step record of the checkpoint is damaged")
+        first = record.steps[0] if record.steps else ckpt["step"] + 1
+        if record.steps != list(range(first, ckpt["step"] + 1)):
             raise CheckpointError(
-                f"the step record of the checkpoint does not match its step {ckpt['step']}"
+                f"the step record of the checkpoint (steps {record.steps[:1]}..{record.steps[-1:]})"
+                f" does not match its step {ckpt['step']}"
             )
+        # A run resumed from a checkpoint older than step records holds only its own steps.
+        record.complete = first == 1 or ckpt["step"] == 0
         return record
 
 
@@ -762,7 +792,11 @@ class _Logger:
         self.csv = csv.writer(self.csv_file)
         if new:
             self.csv.writerow(["step", "epoch", "key", "value"])
-        self.log_file = open(out_dir / "train.log", "a")  # noqa: SIM115
+        # Under Hydra the job log may be train.log itself: then it is written through logging.
+        log_path = (out_dir / "train.log").resolve()
+        hydra_owns = any(Path(h.baseFilename) == log_path for h in _log_files())
+        self.log_path = log_path
+        self.log_file = None if hydra_owns else open(log_path, "a")  # noqa: SIM115
 
     def _rewrite(self, path: Path, record: _StepRecord, history: list[dict[str, Any]]) -> None:
         evals: dict[int, list[dict[str, Any]]] = {}
@@ -794,8 +828,10 @@ class _Logger:
             from tqdm import tqdm
 
             tqdm.write(line)
-            self.log_file.write(line + "\n")
-            self.log_file.flush()
+            _to_log_files(line)
+            if self.log_file is not None:
+                self.log_file.write(line + "\n")
+                self.log_file.flush()
 
     def progress(self, total: int, desc: str):
         if not self.enabled:
@@ -855,5 +891,5 @@ class _Logger:
             self.tb = None
         if self.csv_file is not None and not self.csv_file.closed:
             self.csv_file.close()
-        if not self.log_file.closed:
+        if self.log_file is not None and not self.log_file.closed:
             self.log_file.close()
