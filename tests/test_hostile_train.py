@@ -194,8 +194,8 @@ if not torch.cuda.is_available():
         (
             "device=cuda without CUDA",
             ["trainer.device=cuda"],
-            "trainer.device=cuda: trainer.device=cuda but CUDA is not available; use "
-            "trainer.device=cpu or auto",
+            f"trainer.device=cuda: CUDA is not available on this machine (torch "
+            f"{torch.__version__}); use trainer.device=cpu or auto",
         )
     )
 
@@ -287,16 +287,16 @@ def test_crafted_contents_refused(tmp_path: Path) -> None:
 def test_disk_full_while_saving(tiny_synthetic, tmp_path, monkeypatch, capsys) -> None:
     """ENOSPC on the second save: one line saying the previous last.pt is intact, no .tmp left."""
     calls = {"n": 0}
-    real_write = checkpoint_module._write
+    real_save = torch.save
 
-    def full_disk(payload, f) -> None:
+    def full_disk(payload, f, *args, **kwargs) -> None:
         calls["n"] += 1
         if calls["n"] == 2:
             f.write(b"partial")
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_write(payload, f)
+        real_save(payload, f, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint_module, "_write", full_disk)
+    monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
     out = tmp_path / "run"
     code, err = _train_cli(tiny_synthetic, out, "trainer.checkpoint_every=1", capsys=capsys)
     assert code == 1

@@ -79,7 +79,7 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
         remove_stale_temporaries(path.parent, path.name)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            _write(payload, f)
+            torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -90,10 +90,6 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
             raise CheckpointError(_write_failure(path, exc)) from exc
         raise
     return path
-
-
-def _write(payload: dict[str, Any], f) -> None:
-    torch.save(payload, f)
 
 
 def _write_failure(path: Path, exc: OSError) -> str:

@@ -187,8 +187,13 @@ def _device_for(spec: TrainSchema) -> torch.device:
     try:
         return resolve_device(spec.trainer.device)
     except RuntimeError as exc:  # unknown device string, or CUDA asked for and missing
-        hint = "; use trainer.device=cpu or auto" if "CUDA" in str(exc) else ""
-        raise ValueError(f"trainer.device={spec.trainer.device}: {exc}{hint}") from None
+        name = spec.trainer.device
+        if "CUDA" in str(exc):
+            raise ValueError(
+                f"trainer.device={name}: CUDA is not available on this machine "
+                f"(torch {torch.__version__}); use trainer.device=cpu or auto"
+            ) from None
+        raise ValueError(f"trainer.device={name}: {exc}") from None
 
 
 def _describe_mismatch(
