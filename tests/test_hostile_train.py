@@ -330,16 +330,16 @@ def test_stale_temporaries_removed(tiny_synthetic, tmp_path) -> None:
 def test_progress_total_respects_max_steps(tiny_synthetic, tmp_path, monkeypatch, capsys) -> None:
     """``trainer=debug`` (2 steps) shows 0/2, not 0/<batches per epoch>; the run folder and the
     best mAP are printed."""
-    from detector.engine import train as train_module
+    from detector.engine import runlog as runlog_module
 
     totals = []
-    real = train_module._Logger.progress
+    real = runlog_module.RunLogger.progress
 
     def spy(self, total, desc):
         totals.append(total)
         return real(self, total, desc)
 
-    monkeypatch.setattr(train_module._Logger, "progress", spy)
+    monkeypatch.setattr(runlog_module.RunLogger, "progress", spy)
     out = tmp_path / "run"
     job_log = logging.FileHandler(tmp_path / "job.log")  # as Hydra's <job>.log
     logging.getLogger().addHandler(job_log)
