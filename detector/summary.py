@@ -96,7 +96,7 @@ def default_num_classes(spec) -> tuple[int, str]:
     raise ValueError(f"cannot tell the classes of dataset.kind={cfg.kind}; give num_classes=N")
 
 
-def main(argv: list[str] | None = None) -> None:
+def _main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
         print(__doc__)
@@ -123,7 +123,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nclasses from {source} ({num_classes}); num_classes=N describes another count")
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    """``python -m detector.summary`` / ``detector summary``: known errors end with one line."""
     from .cli import friendly_errors
 
-    friendly_errors("python -m detector.summary")(main)()
+    friendly_errors("detector summary")(_main)(argv)
+
+
+if __name__ == "__main__":
+    main()

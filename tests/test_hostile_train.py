@@ -367,6 +367,14 @@ def test_summary_describes_the_configured_dataset(capsys) -> None:
     assert "classes     5 (+ background)" in out
     main(["backbone.alpha=0.25", "image_size=[96,96]", "num_classes=90"])
     assert "classes     90 (+ background)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["backbone.alpha=100"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "detector summary: error: the model (alpha 100, 320x320 input, 5 classes)"
+    )
+    assert err.count("\n") == 1
 
 
 def test_model_size_estimate_close_to_the_built_model() -> None:
