@@ -1,8 +1,8 @@
 """Print a model summary: ``python -m detector.summary [overrides ...]``.
 
 Takes the same Hydra overrides as ``train.py`` (``backbone.alpha=0.5``, ``head=ssdlite``,
-``image_size=[240,320]``, ``experiment=tf_coco`` ...) plus ``num_classes=N`` (default 90, the TF
-COCO label map), and prints parameters, mult-adds, input size, every feature map's shape with its
+``image_size=[240,320]``, ``experiment=tf_coco`` ...) plus ``num_classes=N`` (default: the classes
+of the configured dataset, e.g. 5 for the synthetic set, 20 for VOC, 80 for COCO), and prints parameters, mult-adds, input size, every feature map's shape with its
 anchors per location, and the total number of anchors.
 """
 
@@ -72,23 +72,62 @@ def summarize(model: SSD) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def default_num_classes(spec) -> tuple[int, str]:
+    """The class count of the configured dataset without reading it, and where it comes from."""
+    cfg = spec.dataset
+    if cfg.classes:
+        return len(cfg.classes), "dataset.classes"
+    if cfg.kind == "synthetic":
+        from .data.synthetic import SYNTHETIC_CLASSES
+
+        return len(SYNTHETIC_CLASSES), "the synthetic dataset"
+    if cfg.kind == "voc":
+        from .data.voc import VOC_CLASSES
+
+        return len(VOC_CLASSES), "VOC"
+    if cfg.kind == "widerface":
+        return 1, "WIDER FACE"
+    if cfg.kind == "coco":
+        return 80, "COCO's annotated categories"
+    if cfg.kind == "folder" and cfg.labels_file and Path(cfg.labels_file).is_file():
+        from .data.folder import read_labels_file
+
+        return len(read_labels_file(cfg.labels_file)), str(cfg.labels_file)
+    raise ValueError(f"cannot tell the classes of dataset.kind={cfg.kind}; give num_classes=N")
+
+
+def _main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in args):
         print(__doc__)
         return
-    num_classes = 90
+    num_classes = None
     overrides = []
     for arg in args:
         if arg.startswith("num_classes="):
-            num_classes = int(arg.split("=", 1)[1])
+            value = arg.split("=", 1)[1]
+            try:
+                num_classes = int(value)
+            except ValueError:
+                raise ValueError(f"num_classes={value}: must be an integer >= 1") from None
         else:
             overrides.append(arg)
     from .config import model_config_from
 
     spec = compose_config(overrides)
+    source = "num_classes="
+    if num_classes is None:
+        num_classes, source = default_num_classes(spec)
     model = build_ssd(model_config_from(spec, num_classes)).eval()
     print(summarize(model))
+    print(f"\nclasses from {source} ({num_classes}); num_classes=N describes another count")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m detector.summary`` / ``detector summary``: known errors end with one line."""
+    from .cli import friendly_errors
+
+    friendly_errors("detector summary")(_main)(argv)
 
 
 if __name__ == "__main__":

@@ -145,3 +145,77 @@ def test_ddp_two_cpu_processes(tiny_synthetic: Path, tmp_path: Path) -> None:
     assert "x2 ranks" in log
     # 16 images, batch 4 per rank, 2 ranks: 2 steps per epoch
     assert "3 steps" in log
+
+
+def _rows(run_dir: Path) -> list[tuple[int, str, str, str]]:
+    import csv
+
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [(int(r["step"]), r["epoch"], r["key"], r["value"]) for r in csv.DictReader(f)]
+
+
+def _tensorboard_steps(run_dir: Path, key: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    return [e.step for e in events.Scalars(key)]
+
+
+_KILLER = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_train import _spec
+from detector.engine.train import fit
+
+def kill(step, _values):
+    if step == {step}:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+fit(_spec(Path({root!r}), *{overrides!r}), Path({out!r}), on_step_end=kill)
+"""
+
+
+def test_resume_after_sigkill_keeps_one_record(tiny_synthetic: Path, tmp_path: Path) -> None:
+    """SIGKILL mid-epoch, resume into the same folder and into a new one: ``metrics.csv``,
+    TensorBoard and ``best.pt`` hold every step exactly once, as the uninterrupted run."""
+    import shutil
+    import signal
+
+    common = (
+        "trainer.epochs=2",
+        "trainer.max_steps=0",
+        "trainer.checkpoint_every=3",
+        "trainer.plots=true",
+        "optimizer.lr=0.05",
+    )
+    full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
+    fit(_spec(tiny_synthetic, *common), full_dir)
+    full = _rows(full_dir)
+    assert len({r[0] for r in full}) == 8  # 4 steps an epoch, evaluations after steps 4 and 8
+
+    script = _KILLER.format(
+        tests=str(REPO / "tests"), step=7, root=str(tiny_synthetic), overrides=common,
+        out=str(cut_dir),
+    )  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # same threads as this process: same numbers
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert load_checkpoint(cut_dir / "last.pt")["step"] == 6  # written after step 6, killed at 7
+    assert [r[0] for r in _rows(cut_dir) if r[2] == "train/loss"] == list(range(1, 8))
+
+    same_dir, new_dir = tmp_path / "same", tmp_path / "new"
+    shutil.copytree(cut_dir, same_dir)
+    fit(_spec(tiny_synthetic, *common, f"resume={same_dir / 'last.pt'}"), same_dir)
+    fit(_spec(tiny_synthetic, *common, f"resume={cut_dir / 'last.pt'}"), new_dir)
+    for run_dir in (same_dir, new_dir):
+        rows = _rows(run_dir)  # every row once, in order, with the same values (but timings)
+        assert [r[:3] for r in rows] == [r[:3] for r in full], run_dir
+        assert [r for r in rows if "time" not in r[2]] == [r for r in full if "time" not in r[2]]
+        for key in ("train/loss", "val/mAP"):
+            expected = [r[0] for r in full if r[2] == key]
+            assert _tensorboard_steps(run_dir, key) == expected, (run_dir, key)
+        best = load_checkpoint(run_dir / "best.pt")
+        assert best["step"] == load_checkpoint(full_dir / "best.pt")["step"]
+        assert (run_dir / "loss.png").is_file() and (run_dir / "map.png").is_file()

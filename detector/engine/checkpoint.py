@@ -11,6 +11,7 @@ No live objects are pickled (no DictConfig, no numpy arrays), so loading never e
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import tempfile
@@ -28,6 +29,7 @@ __all__ = [
     "capture_rng_state",
     "load_checkpoint",
     "load_detector",
+    "remove_stale_temporaries",
     "restore_rng_state",
     "save_checkpoint",
 ]
@@ -39,45 +41,141 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or not one of ours."""
 
 
+def remove_stale_temporaries(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Delete the temporary files that interrupted :func:`save_checkpoint` calls left in ``folder``
+    (``.<name>.*.tmp``, up to a checkpoint's size each; every ``*.pt`` when ``name`` is None).
+
+    A process killed while writing cannot remove its own temporary file; the next save or the next
+    run in the folder does. Returns the files removed.
+    """
+    folder = Path(folder)
+    pattern = f".{name}.*.tmp" if name else ".*.pt.*.tmp"
+    removed = []
+    if folder.is_dir():
+        for tmp in folder.glob(pattern):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:  # another process removed it, or read-only: nothing to do
+                pass
+    return removed
+
+
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     """Write ``payload`` to ``path`` atomically (temporary file in the same folder, fsync, rename).
 
     An interrupted write never leaves a truncated ``path`` behind: readers see the old file or the
-    new one.
+    new one. Temporary files of earlier interrupted writes to ``path`` are removed first.
+
+    Raises:
+        CheckpointError: the file could not be written (disk full, permissions ...); ``path`` is
+            unchanged and the temporary file is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format_version": FORMAT_VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent, path.name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise CheckpointError(_write_failure(path, exc)) from exc
         raise
     return path
 
 
+def _write_failure(path: Path, exc: OSError) -> str:
+    reason = (
+        "no space left on device"
+        if exc.errno == errno.ENOSPC
+        else (exc.strerror or str(exc) or type(exc).__name__)
+    )
+    if path.is_file():
+        kept = f"the previous {path.name} is intact (the partial file was removed)"
+    else:
+        kept = "no partial file was left behind"
+    return f"cannot write {path}: {reason}; {kept}. Free space or choose another folder and rerun"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` and check that it is a detector checkpoint."""
+    """Load a checkpoint with ``weights_only=True`` and check that it is a detector checkpoint.
+
+    The stored model config is validated (types, sizes, counts; see :class:`ModelConfig`) before
+    anything is built, so a crafted or damaged checkpoint is refused in one line by every command
+    that reads checkpoints (eval, detect, export, ``resume=``, ``init=``).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes), not a checkpoint")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # corrupt, truncated or not a torch file
-        raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from exc
+    except Exception as exc:  # corrupt, truncated, not a torch file or holding objects
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint ({_load_failure(exc, size)})"
+        ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
         raise CheckpointError(f"{path}: not a detector checkpoint (no 'model'/'model_config')")
-    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+    version = ckpt.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path}: format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format {ckpt['format_version']} is newer than this version "
             f"of detector understands ({FORMAT_VERSION})"
         )
+    _check_contents(path, ckpt)
     return ckpt
+
+
+def _load_failure(exc: Exception, size: int) -> str:
+    """torch's reason, without its advice to load with ``weights_only=False`` (never safe here)."""
+    text = str(exc).strip()
+    if "weights_only" in text or "Weights only load failed" in text:
+        return (
+            "it holds Python objects other than tensors and plain containers, which are never "
+            "loaded (weights_only=True); only checkpoints written by detector can be read"
+        )
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else f"{type(exc).__name__}, {size} bytes"
+
+
+def _check_contents(path: Path, ckpt: dict[str, Any]) -> None:
+    """Types and sizes of what commands use, before anything is built from them."""
+    try:
+        config = ModelConfig.from_dict(ckpt["model_config"])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: invalid model_config: {exc}") from None
+    for key in ("model", "ema"):
+        state = ckpt.get(key)
+        if state is None and key == "ema":
+            continue
+        if not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+        ):
+            raise CheckpointError(f"{path}: '{key}' must map parameter names to tensors")
+    classes = ckpt.get("classes")
+    if classes is not None:
+        if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
+            raise CheckpointError(f"{path}: 'classes' must be a list of names")
+        if classes and len(classes) != config.num_classes:
+            raise CheckpointError(
+                f"{path}: {len(classes)} class names for a model of {config.num_classes} classes"
+            )
+    for key in ("epoch", "step", "batch_in_epoch"):
+        value = ckpt.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CheckpointError(f"{path}: '{key}' must be a non-negative integer, got {value!r}")
 
 
 def load_detector(

@@ -8,6 +8,7 @@ dataclass, which checkpoints store (``dataclasses.asdict``) and :func:`build_ssd
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,15 @@ from .layers import ACTIVATIONS, PADDINGS
 from .mobilenet_v1 import MobileNetV1
 from .ssd import SSD
 
-__all__ = ["SCORE_FNS", "ModelConfig", "build_ssd", "ssd_mobilenet_v1", "with_image_size"]
+__all__ = [
+    "SCORE_FNS",
+    "ModelConfig",
+    "build_ssd",
+    "check_model_size",
+    "estimate_model_size",
+    "ssd_mobilenet_v1",
+    "with_image_size",
+]
 
 SCORE_FNS = ("softmax", "sigmoid")
 
@@ -66,9 +75,16 @@ class ModelConfig:
     source_layers: tuple[int, ...] = (11, 13)
 
     def __post_init__(self) -> None:
-        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
-        self.extra_depths = tuple(int(d) for d in self.extra_depths)
-        self.source_layers = tuple(int(i) for i in self.source_layers)
+        # Types first (a checkpoint's config is untrusted input), then values, then the size
+        # estimate: nothing is allocated for a config that fails here.
+        self.num_classes = _int_field("num_classes", self.num_classes, 1, MAX_CLASSES)
+        self.alpha = _real_field("alpha", self.alpha, above=0.0)
+        self.min_depth = _int_field("min_depth", self.min_depth, 1, MAX_CHANNELS)
+        self.image_size = tuple(_int_list("image_size", self.image_size, 32, MAX_IMAGE_SIDE, 2))
+        self.head_kernel_size = _int_field("head_kernel_size", self.head_kernel_size, 1, 7)
+        self.extra_depths = tuple(_int_list("extra_depths", self.extra_depths, 1, MAX_CHANNELS))
+        self.extra_min_depth = _int_field("extra_min_depth", self.extra_min_depth, 1, MAX_CHANNELS)
+        self.source_layers = tuple(_int_list("source_layers", self.source_layers, 0, 13))
         if (
             not self.source_layers
             or list(self.source_layers) != sorted(set(self.source_layers))
@@ -78,24 +94,25 @@ class ModelConfig:
                 f"source_layers must be increasing backbone layer numbers in 0..13, "
                 f"got {self.source_layers}"
             )
-        self.mean = tuple(float(v) for v in self.mean)
-        self.std = tuple(float(v) for v in self.std)
+        self.mean = tuple(_real_field("mean", v) for v in _sequence("mean", self.mean, 3))
+        self.std = tuple(_real_field("std", v, above=0.0) for v in _sequence("std", self.std, 3))
         if isinstance(self.anchors, str):
             self.anchors = _anchor_settings(self.anchors)
         elif isinstance(self.anchors, dict):
-            self.anchors = AnchorSettings(**self.anchors)
+            try:
+                self.anchors = AnchorSettings(**self.anchors)
+            except TypeError as exc:  # unknown or missing keys
+                raise ValueError(f"anchors: {exc}") from None
+        elif not isinstance(self.anchors, AnchorSettings):
+            raise ValueError(
+                f"anchors must be a preset name or anchor settings, got "
+                f"{type(self.anchors).__name__}"
+            )
         _check_choice("head", self.head, HEAD_TYPES)
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("padding", self.padding, PADDINGS)
         _check_choice("score_fn", self.score_fn, SCORE_FNS)
-        if self.num_classes < 1:
-            raise ValueError(
-                f"num_classes must be >= 1 (background excluded), got {self.num_classes}"
-            )
-        if self.alpha <= 0:
-            raise ValueError(f"alpha must be positive, got {self.alpha}")
-        if min(self.image_size) < 32:
-            raise ValueError(f"image_size {self.image_size} is too small (need >= 32 px per side)")
+        check_model_size(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists, numbers, strings), safe for ``torch.load(weights_only=True)``."""
@@ -103,6 +120,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"a model config must be a dict, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
@@ -119,8 +138,144 @@ def _plain(value: Any) -> Any:
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {choices}")
+
+
+# Limits of what a config may ask for. They are far above every published MobileNet-SSD (alpha 1 at
+# 300x300: 6.8 M parameters, about 40 MB of activations per image) and far below what makes a
+# process get killed for memory, so a typo (alpha=100) or a crafted checkpoint (30000x30000 input,
+# 1e9 classes) is refused before a single tensor is allocated.
+MAX_CLASSES = 100_000
+MAX_CHANNELS = 1 << 16
+MAX_IMAGE_SIDE = 8192
+MAX_PARAMETERS = 250_000_000  # 1 GB of fp32 weights (training holds about 4x that)
+MAX_ACTIVATION_BYTES = 4 << 30  # fp32 feature maps of one image in the forward pass
+
+# Where each field comes from in the training config (for messages).
+_CONFIG_KEYS = {
+    "alpha": "backbone.alpha",
+    "min_depth": "backbone.min_depth",
+    "activation": "backbone.activation",
+    "padding": "backbone.padding",
+    "head": "head.type",
+    "head_kernel_size": "head.kernel_size",
+    "extra_depths": "head.extra_depths",
+    "extra_min_depth": "head.extra_min_depth",
+    "source_layers": "head.source_layers",
+    "score_fn": "head.score_fn",
+}
+
+
+def _key(name: str) -> str:
+    alias = _CONFIG_KEYS.get(name)
+    return f"{name} ({alias})" if alias else name
+
+
+def _int_field(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(
+            f"{_key(name)} must be an integer in [{low}, {high}], got {value!r} "
+            f"({type(value).__name__})"
+        )
+    if not low <= value <= high:
+        raise ValueError(f"{_key(name)} must be an integer in [{low}, {high}], got {value}")
+    return int(value)
+
+
+def _real_field(name: str, value: Any, *, above: float | None = None) -> float:
+    allowed = "a finite number" + (f" > {above:g}" if above is not None else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{_key(name)} must be {allowed}, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value) or (above is not None and value <= above):
+        raise ValueError(f"{_key(name)} must be {allowed}, got {value}")
+    return value
+
+
+def _sequence(name: str, value: Any, length: int | None = None) -> list[Any]:
+    if not isinstance(value, (list, tuple)) or (length is not None and len(value) != length):
+        what = f"{length} values" if length is not None else "a list"
+        raise ValueError(f"{_key(name)} must be {what}, got {value!r}")
+    return list(value)
+
+
+def _int_list(name: str, value: Any, low: int, high: int, length: int | None = None) -> list[int]:
+    return [_int_field(name, v, low, high) for v in _sequence(name, value, length)]
+
+
+def _channels(c: int, alpha: float, floor: int) -> int:
+    return max(floor, int(c * alpha))  # models.layers.scaled_channels, without building anything
+
+
+def estimate_model_size(config: ModelConfig) -> dict[str, int]:
+    """Parameters and forward activations of one image (fp32 bytes) from the channel rule alone.
+
+    Counts convolution weights (and BN parameters) of the backbone, the extra layers and the
+    predictors, and every feature map the forward pass produces at ``config.image_size``; nothing is
+    allocated. Close to exact for the parameters (within the biases), an order of magnitude for the
+    activations (what the training step keeps for the backward pass, per image).
+    """
+    from .mobilenet_v1 import MOBILENET_V1_BLOCKS, STEM_CHANNELS
+
+    h, w = config.image_size
+    alpha = config.alpha
+    c = _channels(STEM_CHANNELS, alpha, config.min_depth)
+    h, w = -(-h // 2), -(-w // 2)
+    params = 27 * c + 2 * c
+    acts = 3 * config.image_size[0] * config.image_size[1] + 2 * c * h * w
+    level_channels, level_cells = [], []
+    layer_out = [(c, h * w)]
+    for out, stride in MOBILENET_V1_BLOCKS:
+        o = _channels(out, alpha, config.min_depth)
+        h, w = -(-h // stride), -(-w // stride)
+        params += 9 * c + 2 * c + c * o + 2 * o
+        acts += 2 * (c + o) * h * w
+        layer_out.append((o, h * w))
+        c = o
+    for i in config.source_layers:
+        level_channels.append(layer_out[i][0])
+        level_cells.append(layer_out[i][1])
+    in_ch = layer_out[config.source_layers[-1]][0]
+    for depth in config.extra_depths:
+        mid = _channels(depth // 2, alpha, config.extra_min_depth)
+        out = _channels(depth, alpha, config.extra_min_depth)
+        h, w = max(1, -(-h // 2)), max(1, -(-w // 2))
+        down = 9 * mid + mid * out if config.head == "ssdlite" else 9 * mid * out
+        params += in_ch * mid + down + 2 * (mid + out)
+        acts += 2 * (mid + out) * h * w
+        level_channels.append(out)
+        level_cells.append(h * w)
+        in_ch = out
+    per_loc = 6  # the most anchors per location of the presets; a bound, not the exact count
+    k2 = config.head_kernel_size**2 if config.head == "ssd" else 1
+    for ch, cells in zip(level_channels, level_cells):
+        outputs = per_loc * (4 + config.num_classes + 1)
+        params += ch * outputs * k2 + outputs + (9 * ch if config.head == "ssdlite" else 0)
+        acts += cells * outputs
+    return {"parameters": int(params), "activation_bytes": int(4 * acts)}
+
+
+def check_model_size(config: ModelConfig) -> None:
+    """Refuse configs whose model would not fit (see :data:`MAX_PARAMETERS`)."""
+    size = estimate_model_size(config)
+    what = (
+        f"alpha {config.alpha:g}, {config.image_size[0]}x{config.image_size[1]} input, "
+        f"{config.num_classes} classes"
+    )
+    if size["parameters"] > MAX_PARAMETERS:
+        raise ValueError(
+            f"the model ({what}) would have about {size['parameters'] / 1e6:,.0f} M parameters "
+            f"({size['parameters'] * 4 / 1e9:,.1f} GB in fp32); the limit is "
+            f"{MAX_PARAMETERS / 1e6:,.0f} M: lower backbone.alpha (usually 0.25..1.4), the "
+            f"number of classes or head.extra_depths"
+        )
+    if size["activation_bytes"] > MAX_ACTIVATION_BYTES:
+        raise ValueError(
+            f"the model ({what}) would need about {size['activation_bytes'] / 2**30:,.1f} GiB of "
+            f"feature maps per image; the limit is {MAX_ACTIVATION_BYTES / 2**30:g} GiB: lower "
+            f"image_size or backbone.alpha"
+        )
 
 
 def _anchor_settings(anchors: str | AnchorSettings) -> AnchorSettings:
