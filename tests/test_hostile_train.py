@@ -394,7 +394,8 @@ def test_model_size_estimate_close_to_the_built_model() -> None:
 def test_spec_checks_accept_the_shipped_configs(tiny_synthetic) -> None:
     from detector.engine.train import check_train_spec
 
-    for experiment in ("synthetic", "tf_coco", "voc_ssd300", "ssdlite_coco"):
-        spec = _spec(tiny_synthetic, f"experiment={experiment}")
+    for experiment in ("synthetic", "tf_coco", "voc_ssd300", "ssdlite_coco", "face"):
+        with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "detector" / "conf")):
+            spec = from_hydra(compose("train", overrides=[f"experiment={experiment}"]))
         check_train_spec(spec)
         model_config_from(spec, 90)
