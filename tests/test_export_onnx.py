@@ -424,7 +424,9 @@ def _bad_checkpoints(folder: Path) -> dict[str, str]:
     (folder / "text.pt").write_text("not a checkpoint\n")
     torch.save({"model": _RunsCode(), "model_config": {}}, folder / "hostile.pt")
     (folder / "hostile_pickle.pt").write_bytes(pickle.dumps(_RunsCode()))
+    save_checkpoint({"model": {}, "model_config": {}}, folder / "no_weights.pt")
     return {
+        "no_weights.pt": "weights do not fit",
         "empty.pt": "empty file",
         "other.pt": "not a detector checkpoint",
         "truncated.pt": "truncated or corrupt",

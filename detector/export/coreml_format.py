@@ -412,13 +412,8 @@ class CoreMLRunner:
 
 # ------------------------------------------------------------------------------ registry entry
 def _export(job: ExportJob) -> dict[str, Any]:
-    return export_coreml(
-        job.model,
-        job.path,
-        stage=job.config.stage,
-        post=job.config.postprocess_settings(),
-        compute_precision=job.config.format.compute_precision,
-    )
+    precision = job.config.format.compute_precision
+    return export_coreml(job.model, job.path, **job.graph_options(), compute_precision=precision)
 
 
 def _runner(path: Path, config: ExportConfig) -> CoreMLRunner:

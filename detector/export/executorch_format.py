@@ -135,8 +135,7 @@ class ExecuTorchRunner:
 
 # ------------------------------------------------------------------------------ registry entry
 def _export(job: ExportJob) -> dict[str, Any]:
-    post = job.config.postprocess_settings()
-    return export_executorch(job.model, job.path, stage=job.config.stage, post=post)
+    return export_executorch(job.model, job.path, **job.graph_options())
 
 
 def _runner(path: Path, config: ExportConfig) -> ExecuTorchRunner:

@@ -43,18 +43,8 @@ def join_graphs(net, post):
         new.output[:] = [rename(n) for n in node.output]
         _rename_subgraphs(new, rename)
         nodes.append(new)
-    initializers = []
-    for init in post.graph.initializer:
-        new = onnx.TensorProto()
-        new.CopyFrom(init)
-        new.name = rename(init.name)
-        initializers.append(new)
-    value_info = []
-    for vi in post.graph.value_info:
-        new = onnx.ValueInfoProto()
-        new.CopyFrom(vi)
-        new.name = rename(vi.name)
-        value_info.append(new)
+    initializers = _renamed_copies(post.graph.initializer, rename)
+    value_info = _renamed_copies(post.graph.value_info, rename)
     graph = helper.make_graph(
         [*net.graph.node, *nodes],
         net.graph.name or "detector",
@@ -76,6 +66,17 @@ def join_graphs(net, post):
     model.functions.extend([*net.functions, *post.functions])
     onnx.checker.check_model(model)
     return model
+
+
+def _renamed_copies(protos, rename: Callable[[str], str]) -> list:
+    """Copies of named protos (initializers, value infos) under ``rename(name)``."""
+    copies = []
+    for proto in protos:
+        new = type(proto)()
+        new.CopyFrom(proto)
+        new.name = rename(proto.name)
+        copies.append(new)
+    return copies
 
 
 def _rename_subgraphs(node, rename: Callable[[str], str]) -> None:

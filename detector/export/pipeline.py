@@ -209,6 +209,8 @@ def export_checkpoint(
             )
     except CheckpointError as exc:
         raise ExportError(_unreadable(checkpoint, exc)) from exc
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # read, but does not build
+        raise ExportError(_unloadable(checkpoint, exc)) from exc
     return export_model(
         model, classes, out_dir, config, name=checkpoint.stem, strict=strict, log=log
     )
@@ -232,6 +234,16 @@ def _unreadable(path: Path, exc: Exception) -> str:
     else:
         why = "not a PyTorch checkpoint"
     return f"checkpoint={path}: cannot read it: {why}"
+
+
+def _unloadable(path: Path, exc: Exception) -> str:
+    """One line for a checkpoint that was read but does not build a detector."""
+    if "state_dict" in str(exc):
+        why = "its weights do not fit the model its model_config describes"
+    else:
+        lines = str(exc).strip().splitlines()
+        why = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return f"checkpoint={path}: not a detector checkpoint this version can load ({why})"
 
 
 def _holds_objects(path: Path, error: Exception) -> bool:

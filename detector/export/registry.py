@@ -70,6 +70,11 @@ class ExportJob:
     calibration: list[np.ndarray] | None = None
     fp32_path: Path | None = None
 
+    def graph_options(self) -> dict[str, Any]:
+        """``stage`` and ``post`` (the post-processing settings) of the graph to write, as the
+        format export functions take them."""
+        return {"stage": self.config.stage, "post": self.config.postprocess_settings()}
+
 
 def _one(config: ExportConfig) -> int:
     return 1

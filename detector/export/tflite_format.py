@@ -269,8 +269,7 @@ def _export(job: ExportJob) -> dict[str, Any]:
     return export_tflite(
         job.model,
         job.path,
-        stage=job.config.stage,
-        post=job.config.postprocess_settings(),
+        **job.graph_options(),
         calibration=job.calibration,
         fp32_path=job.fp32_path,
         per_channel=job.config.format.per_channel,
