@@ -71,7 +71,9 @@ def friendly_errors(command: str) -> Callable[[Callable[..., Any]], Callable[...
             except _known_errors() as exc:
                 if os.environ.get("DETECTOR_TRACEBACK"):
                     raise
-                print(f"{_label(command)}: error: {exc}", file=sys.stderr)
+                line = f"{_label(command)}: error: {exc}"
+                _log_to_files(line, 40)  # logging.ERROR
+                print(line, file=sys.stderr)
                 sys.exit(1)
 
         return inner
@@ -99,13 +101,53 @@ def reject_unknown_keys(cfg: Any, path: str = "") -> None:
                 close = difflib.get_close_matches(str(key), known, n=1)
                 hint = f"; did you mean {path}{close[0]}?" if close else ""
                 where = f"{path.rstrip('.')} takes" if path else "top-level options are"
-                raise ValueError(
-                    f"unknown option {path}{key}{hint} ({where}: {', '.join(known)})"
-                )
+                raise ValueError(f"unknown option {path}{key}{hint} ({where}: {', '.join(known)})")
     for key in cfg:
         node = cfg._get_node(key)
         if isinstance(node, DictConfig) and not node._is_missing() and not node._is_none():
             reject_unknown_keys(node, f"{path}{key}.")
+
+
+def _log_to_files(line: str, level: int) -> None:
+    """``line`` in the root logger's log files only (the console already shows it)."""
+    import logging
+
+    record = logging.makeLogRecord(
+        {
+            "name": "detector",
+            "levelno": level,
+            "levelname": logging.getLevelName(level),
+            "msg": line,
+        }
+    )
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+class _TeeToLogFiles:
+    """``sys.stdout`` that also writes each line to the root logger's log files (Hydra's
+    ``<command>.log`` in the run folder), so the file holds what the command printed."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        import logging
+
+        self.stream.write(text)
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            _log_to_files(line, logging.INFO)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 def _output_dir() -> Path:
@@ -203,7 +245,13 @@ def _hydra_command(
     @friendly_errors(name)
     def command(cfg: Any) -> Any:
         reject_unknown_keys(cfg)
-        return run(cfg)
+        if name == "detector train":  # training writes its own lines to the log files
+            return run(cfg)
+        stdout, sys.stdout = sys.stdout, _TeeToLogFiles(sys.stdout)
+        try:
+            return run(cfg)
+        finally:
+            sys.stdout = stdout
 
     def main() -> Any:
         register()

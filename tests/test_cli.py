@@ -99,3 +99,21 @@ def test_clear_errors(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "exactly one of checkpoint" in proc.stderr
     proc = _run("train.py", "backbone.alhpa=0.5", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert proc.returncode != 0 and "alhpa" in proc.stderr
+
+
+def test_run_folder_log_holds_what_the_command_printed(
+    trained: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    """Hydra's ``<command>.log`` gets the command's output and its one-line errors (it used to
+    be empty for eval, detect and export)."""
+    tmp, data = trained
+    run = tmp_path / "e"
+    proc = _run("eval.py", f"checkpoint={tmp / 'train' / 'best.pt'}", *data,
+                f"hydra.run.dir={run}", cwd=tmp)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (run / "eval.log").read_text()
+    assert '"AP50"' in log and f"results in {run}" in log
+    proc = _run("detect.py", "checkpoint=missing.pt", "source=x.jpg", f"hydra.run.dir={run}",
+                cwd=tmp)  # fmt: skip
+    assert proc.returncode == 1
+    assert "detect.py: error:" in (run / "detect.log").read_text()
