@@ -13,6 +13,7 @@ Outputs in ``out_dir``: annotated images (same file names), annotated videos (``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -24,6 +25,8 @@ from typing import Any, List, Optional  # noqa: UP035
 
 import cv2
 import numpy as np
+
+from .postprocess_settings import PostprocessSettings
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -51,10 +54,11 @@ class DetectSchema:
         model: exported ``.onnx`` or ``.tflite`` with its sidecar ``.json`` next to it
             (torch-free backend).
         source: image file, image folder, video file, or a camera index such as ``0``.
-        score_thresh: detections shown and saved must score strictly above this.
-        nms_thresh: IoU threshold of the per-class NMS.
-        topk_candidates: candidates per class before NMS.
-        max_detections: detections kept per image.
+        postprocess: score threshold (detections shown and saved score strictly above it), NMS
+            and detection limits: ``postprocess.score_thresh=0.5`` as in eval and export
+            (``conf/postprocess/detect.yaml``: score 0.3, 100 detections).
+        device: where a checkpoint runs (``auto``, ``cpu``, ``cuda``, ``cuda:N``); exported
+            models run in their CPU runtime.
         classes: keep only these class names (null: all).
         image_size: ``[H, W]`` model input override (checkpoints only; null: the model's).
         use_ema: take the EMA weights of a checkpoint when present.
@@ -73,10 +77,10 @@ class DetectSchema:
     checkpoint: Optional[str] = None  # noqa: UP045
     model: Optional[str] = None  # noqa: UP045
     source: Optional[str] = None  # noqa: UP045
-    score_thresh: float = 0.3
-    nms_thresh: float = 0.45
-    topk_candidates: int = 400
-    max_detections: int = 100
+    postprocess: PostprocessSettings = field(
+        default_factory=lambda: PostprocessSettings(score_thresh=0.3, max_detections=100)
+    )
+    device: str = "auto"
     classes: Optional[List[str]] = None  # noqa: UP006, UP045
     image_size: Optional[List[int]] = None  # noqa: UP006, UP045
     use_ema: bool = True
@@ -92,7 +96,9 @@ def register_detect_schema() -> None:
     """Register ``detect_schema`` in Hydra's ConfigStore (called by ``detect.py``)."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="detect_schema", node=DetectSchema)
+    store = ConfigStore.instance()
+    store.store(name="detect_schema", node=DetectSchema)
+    store.store(group="postprocess", name="postprocess_schema", node=PostprocessSettings)
 
 
 # ------------------------------------------------------------------------------------ backends
@@ -100,24 +106,22 @@ def _torch_predictor(spec: DetectSchema) -> tuple[Predictor, list[str]]:
     import torch
 
     from .engine.checkpoint import load_detector
-    from .models import ModelConfig, build_ssd
+    from .engine.device import resolve_device
+    from .models import with_image_size
     from .postprocess import postprocess_detections
     from .runtime import preprocess_image
 
+    device = resolve_device(spec.device)
     model, classes = load_detector(spec.checkpoint, use_ema=spec.use_ema)
-    if spec.image_size is not None and tuple(spec.image_size) != tuple(model.image_size):
-        config = ModelConfig.from_dict(
-            {**model.config.to_dict(), "image_size": [int(v) for v in spec.image_size]}
-        )
-        resized = build_ssd(config)
-        resized.load_state_dict(model.state_dict())
-        model = resized.eval()
+    if spec.image_size is not None:
+        model = with_image_size(model, spec.image_size)
+    model = model.eval().to(device)
     if not classes:
         classes = [f"class{i}" for i in range(1, model.num_classes + 1)]
 
     @torch.no_grad()
     def predict(image_rgb: np.ndarray) -> dict[str, Any]:
-        x = torch.from_numpy(preprocess_image(image_rgb, tuple(model.image_size)))
+        x = torch.from_numpy(preprocess_image(image_rgb, tuple(model.image_size))).to(device)
         deltas, logits = model(x)
         det = postprocess_detections(
             deltas,
@@ -125,12 +129,9 @@ def _torch_predictor(spec: DetectSchema) -> tuple[Predictor, list[str]]:
             model.anchors,
             [image_rgb.shape[:2]],
             score_fn=model.score_fn,
-            score_thresh=spec.score_thresh,
-            nms_thresh=spec.nms_thresh,
-            topk_candidates=spec.topk_candidates,
-            max_detections=spec.max_detections,
+            **dataclasses.asdict(spec.postprocess),
         )[0]
-        return {k: v.numpy() for k, v in det.items()}
+        return {k: v.cpu().numpy() for k, v in det.items()}
 
     return predict, list(classes)
 
@@ -139,19 +140,20 @@ def _onnx_predictor(spec: DetectSchema) -> tuple[Predictor, list[str]]:
     """An exported model (``.onnx``, ``.tflite``) in its torch-free runtime."""
     from .runtime import load_detector
 
+    post = spec.postprocess
     det = load_detector(
         spec.model,
-        score_thresh=spec.score_thresh,
-        nms_thresh=spec.nms_thresh,
-        topk_candidates=spec.topk_candidates,
-        max_detections=spec.max_detections,
+        score_thresh=post.score_thresh,
+        nms_thresh=post.nms_thresh,
+        topk_candidates=post.topk_candidates,
+        max_detections=post.max_detections,
     )
     if spec.image_size is not None and tuple(spec.image_size) != det.input_size:
         raise ValueError(
             f"image_size={list(spec.image_size)}: {spec.model} was exported at "
             f"{list(det.input_size)}; re-export it (export.py image_size=...) or use checkpoint="
         )
-    if det.stage == "nms" and spec.score_thresh < det.sidecar["postprocess"]["score_thresh"]:
+    if det.stage == "nms" and post.score_thresh < det.sidecar["postprocess"]["score_thresh"]:
         print(
             f"detect.py: note: {spec.model} applies score_thresh="
             f"{det.sidecar['postprocess']['score_thresh']} inside the graph",
@@ -178,10 +180,12 @@ def load_predictor(spec: DetectSchema) -> tuple[Predictor, list[str]]:
         len(spec.image_size) != 2 or min(int(v) for v in spec.image_size) < 32
     ):
         raise ValueError(f"image_size must be [H, W] with sides >= 32, got {spec.image_size}")
-    if not 0.0 <= spec.score_thresh < 1.0 or not 0.0 <= spec.nms_thresh <= 1.0:
-        raise ValueError("score_thresh must be in [0, 1) and nms_thresh in [0, 1]")
-    if spec.max_detections < 1 or spec.topk_candidates < 1:
-        raise ValueError("max_detections and topk_candidates must be >= 1")
+    spec.postprocess.check()
+    if spec.model is not None and spec.device not in ("auto", "cpu"):
+        raise ValueError(
+            f"device={spec.device} applies to checkpoint=; model={spec.model} runs in its CPU "
+            "runtime (use device=auto or cpu)"
+        )
     if spec.checkpoint is not None:
         if not Path(spec.checkpoint).is_file():
             raise FileNotFoundError(f"checkpoint={spec.checkpoint}: file not found")

@@ -171,7 +171,12 @@ def test_detect_then_eval_round_trip(assets, photo_set: Path, shared_data: Path)
     images = shared_data / "images"
     gt = json.loads(photo_set.read_text())
     ids = {img["file_name"]: img["id"] for img in gt["images"]}
-    same = ["score_thresh=0.01", "max_detections=200", "save=false", "progress=false"]
+    same = [
+        "postprocess.score_thresh=0.01",
+        "postprocess.max_detections=200",
+        "save=false",
+        "progress=false",
+    ]
     with_ids = assets["tmp"] / "detect_ids"
     _run("detect.py", f"checkpoint={assets['ckpt']}", f"source={images}",
          f"ann_file={photo_set}", f"hydra.run.dir={with_ids}", *same, cwd=assets["tmp"])  # fmt: skip

@@ -20,6 +20,7 @@ from detector.engine.checkpoint import save_checkpoint
 from detector.export import ExportOptions, export_checkpoint
 from detector.export.images import generated_images
 from detector.models import ssd_mobilenet_v1
+from detector.postprocess_settings import PostprocessSettings
 from detector.predict import DetectSchema, class_color, run_detect
 from detector.runtime import iou_matrix
 
@@ -90,7 +91,8 @@ def test_checkpoint_and_onnx_agree(setup, tmp_path) -> None:
 def test_results_format_and_filters(setup, tmp_path) -> None:
     spec = DetectSchema(
         checkpoint=str(setup["ckpt"]), source=str(setup["images"]), progress=False,
-        classes=["square"], max_detections=4, score_thresh=0.2, save=False,
+        classes=["square"], save=False,
+        postprocess=PostprocessSettings(score_thresh=0.2, max_detections=4),
     )  # fmt: skip
     lines: list[str] = []
     rows = run_detect(spec, tmp_path, log=lines.append)["detections"]
@@ -226,7 +228,7 @@ def test_ann_file_gives_real_image_and_category_ids(setup, tmp_path) -> None:
         "categories": [{"id": 7, "name": "square"}, {"id": 9, "name": "star"}],
     }))  # fmt: skip
     common = {"checkpoint": str(setup["ckpt"]), "source": str(setup["images"]),
-              "progress": False, "save": False, "score_thresh": 0.05}  # fmt: skip
+              "progress": False, "save": False, "postprocess": PostprocessSettings(score_thresh=0.05)}  # fmt: skip
     plain = run_detect(DetectSchema(**common), tmp_path / "plain")["detections"]
     lines: list[str] = []
     result = run_detect(

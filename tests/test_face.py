@@ -29,6 +29,7 @@ from detector.config import (
 )
 from detector.data import WiderFace, WiderFaceDatasetConfig
 from detector.models import build_ssd
+from detector.postprocess_settings import PostprocessSettings
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "detector" / "conf"
@@ -208,8 +209,8 @@ def test_train_eval_detect_export(wider_root: Path, tmp_path: Path) -> None:
     # detect.py draws faces (the barely trained model scores near 0.5; take everything).
     image = next((wider_root / "WIDER_val" / "images").rglob("*.jpg"))
     det = run_detect(
-        DetectSchema(checkpoint=str(ckpt), source=str(image), score_thresh=0.0,
-                     max_detections=5, progress=False),
+        DetectSchema(checkpoint=str(ckpt), source=str(image), progress=False,
+                     postprocess=PostprocessSettings(score_thresh=0.0, max_detections=5)),
         tmp_path / "detect", log=lambda _: None,
     )  # fmt: skip
     assert det["detections"] and all(r["category_id"] == 1 for r in det["detections"])
