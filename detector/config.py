@@ -11,7 +11,7 @@ One schema per group (OmegaConf cannot hold unions of structured configs). Schem
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, List, Optional  # noqa: UP035 - OmegaConf reads typing generics
+from typing import Any, Dict, List, Optional  # noqa: UP035 - OmegaConf reads typing generics
 
 from .anchors import AnchorSettings
 from .models.build import ModelConfig
@@ -108,6 +108,9 @@ class DatasetSchema:
     train_list: Optional[str] = None
     val_list: Optional[str] = None
     val_ratio: float = 0.1
+    # rename/merge XML class names, e.g. {with_mask: face, without_mask: face}
+    class_map: Optional[Dict[str, str]] = None
+    include_unannotated: bool = False  # images without an XML file are negatives (else left out)
     # WIDER FACE
     min_face_size: float = 0.0  # faces with a shorter side below this (px) are ignored
     max_blur: int = 2  # faces with a blur flag above this (0 clear, 1 normal, 2 heavy) are ignored

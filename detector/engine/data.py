@@ -164,6 +164,9 @@ def dataset_options(cfg: DatasetSchema, split: str) -> dict[str, Any]:
         options: dict[str, Any] = {
             "root": cfg.root,
             "labels_file": cfg.labels_file,
+            "classes": cfg.classes,
+            "class_map": cfg.class_map,
+            "include_unannotated": cfg.include_unannotated,
             "val_fraction": cfg.val_ratio,
             "seed": cfg.seed,
         }
