@@ -62,10 +62,14 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` and check that it is a detector checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+    """Load a checkpoint (a file, or a built-in name such as ``face``: :mod:`detector.builtin_weights`)
+    with ``weights_only=True`` and check that it is a detector checkpoint."""
+    from ..builtin_weights import resolve_checkpoint
+
+    try:
+        path = resolve_checkpoint(path)
+    except FileNotFoundError as exc:
+        raise CheckpointError(str(exc)) from None
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # corrupt, truncated or not a torch file
