@@ -1,7 +1,8 @@
 """Our face model against the Ultra-Light face detector (Slim-320): size, mult-adds, CPU latency.
 
-    python bench/face.py                          # one table, batch 1, 2 threads
+    python bench/face.py                          # the shipped face model (checkpoint=face)
     python bench/face.py --checkpoint outputs/face/<run>/best.pt
+    python bench/face.py --checkpoint none        # random weights: size and speed only
     python bench/face.py --quick                  # few iterations (smoke test, figures meaningless)
 
 The reference is Ultra-Light-Fast-Generic-Face-Detector-1MB, Slim-320 (input 320x240), from
@@ -13,10 +14,25 @@ DNN module; with an OpenCV that still has ``readNetFromCaffe`` the Caffe files a
 ``tests/test_face_reference.py`` checks the converted graph's raw outputs against OpenCV 4.11's
 (``opencv_raw_outputs.npz``).
 
-Our model is the face preset: ``conf/experiment/face.yaml`` when it exists, else
-:data:`FACE_MODEL` (SSDLite MobileNetV1 alpha 0.25 at 240x320, 4 levels from Conv2d_5/11/13 plus one
-extra layer, ``face`` anchors: 4420, as Ultra-Light's priors). Random weights unless
-``--checkpoint``: size and speed do not depend on the weights.
+Our model is the shipped face detector (the built-in checkpoint ``face``,
+``detector/weights/face.pt``, trained by ``experiment=face_mask``) or ``--checkpoint``; with
+``--checkpoint none``, the face preset with random weights: ``conf/experiment/face.yaml`` when it
+exists, else :data:`FACE_MODEL` (SSDLite MobileNetV1 alpha 0.25 at 240x320, 4 levels from
+Conv2d_5/11/13 plus one extra layer, ``face`` anchors: 4420, as Ultra-Light's priors); size and
+speed do not depend on the weights.
+
+Accuracy (trained weights only), both models run by ONNX Runtime on the same images, each with its
+own preprocessing at 320x240, and the same NumPy decode and NMS (IoU 0.3, Ultra-Light's):
+
+* on the held-out split of ``face_mask`` (``../shared/data/datasets/face_mask``, or ``--data``): the
+  ``val`` split of ``experiment=face_mask`` (seeded 20%, never trained on), three mask states
+  merged into ``face``. AP at IoU 0.5 by the project's VOC evaluator (all-point area, difficult
+  boxes ignored) over detections scoring > 0.01; recall and precision of the detections scoring
+  > 0.7 (the demo threshold);
+* on Ultra-Light's four photos (``images/*.jpg``, no ground truth): how many of the 117 faces
+  Ultra-Light finds there (``opencv_reference_faces.json``, OpenCV 4.11 on its Caffe model, score
+  > 0.7) are also found by each model at score > 0.7 (IoU >= 0.5, one-to-one, greedy by the
+  reference's score).
 
 Columns:
 
@@ -720,6 +736,150 @@ def _prepare(args: argparse.Namespace, tmp: Path) -> tuple[list[dict], dict[str,
     return specs, info
 
 
+# ================================================================================= accuracy
+AP_SCORE_THRESH = 0.01  # detections kept for AP (the whole ranking matters)
+AP_TOPK = 1000
+AP_MAX_DETECTIONS = 200
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of ``[N, 4]`` and ``[M, 4]`` pixel xyxy boxes (continuous, no +1): ``[N, M]``."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(-1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def count_found(reference: np.ndarray, found: np.ndarray, iou_threshold: float = 0.5) -> int:
+    """How many ``reference`` boxes (``[N, 4]``, in priority order) have their own match among
+    ``found`` (``[M, 4]``) at IoU >= ``iou_threshold`` (greedy, each found box used once)."""
+    if not len(reference) or not len(found):
+        return 0
+    iou = _iou(reference, found)
+    used = np.zeros(len(found), bool)
+    n = 0
+    for row in iou:
+        row = np.where(used, -1.0, row)
+        j = int(row.argmax())
+        if row[j] >= iou_threshold:
+            used[j] = True
+            n += 1
+    return n
+
+
+class _OnnxFace:
+    """One face model in ONNX Runtime: RGB ``uint8`` image -> pixel boxes and face scores."""
+
+    def __init__(self, who: str, onnx_path: Path, anchors: np.ndarray, threads: int) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self.ours = who == "ours"
+        self.outputs = ["box_deltas", "class_logits"] if self.ours else ["boxes", "scores"]
+        self.anchors = anchors
+
+    def __call__(
+        self, image: np.ndarray, score_thresh: float, topk: int, max_det: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes ``float32 [K, 4]`` (pixel xyxy of ``image``) and scores ``[K]``."""
+        import cv2
+
+        from detector.runtime.numpy_ops import class_nms, decode_deltas
+
+        h0, w0 = image.shape[:2]
+        height, width = ULTRALIGHT_SIZE
+        if self.ours:
+            rgb = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+            x = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+        else:
+            x = cv2.dnn.blobFromImage(
+                image, ULTRALIGHT_SCALE, (width, height), (ULTRALIGHT_MEAN,) * 3, swapRB=False
+            )
+        a, b = self.sess.run(self.outputs, {self.sess.get_inputs()[0].name: x})
+        if self.ours:
+            e = np.exp(b - b.max(-1, keepdims=True))
+            b = e / e.sum(-1, keepdims=True)
+        boxes = decode_deltas(a.reshape(-1, 4), self.anchors, (10.0, 10.0, 5.0, 5.0), 100.0)
+        boxes *= np.array([w0, h0, w0, h0], dtype=np.float32)
+        boxes, scores, _ = class_nms(
+            boxes,
+            b.reshape(-1, 2)[:, 1:],
+            score_thresh=score_thresh,
+            nms_thresh=NMS_THRESH,
+            topk_candidates=topk,
+            max_detections=max_det,
+        )
+        return boxes, scores
+
+
+def held_out_split(data_root: Path):
+    """The ``val`` split of ``experiment=face_mask`` read from ``data_root``: the images the
+    shipped model was not trained on."""
+    from detector.data import dataset_from_config
+    from detector.summary import compose_config
+
+    spec = compose_config(["experiment=face_mask", f"dataset.root={data_root}"])
+    return dataset_from_config(spec.dataset, "val")
+
+
+def accuracy(
+    models: dict[str, _OnnxFace], data_root: Path, limit: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """AP50, recall and precision at score > 0.7 on the held-out split of ``face_mask``, and the
+    reference faces of Ultra-Light's photos found, per model (see the module docstring)."""
+    from detector.data import load_image
+    from detector.evaluation.voc import VOCEvaluator
+
+    dataset = held_out_split(data_root)
+    records = dataset.records()[:limit] if limit else dataset.records()
+    entries = dataset.entries[: len(records)]
+    reference = json.loads((ULTRALIGHT_DIR / "opencv_reference_faces.json").read_text())["images"]
+    out: dict[str, dict[str, Any]] = {}
+    images = [load_image(e.path) for e in entries]
+    for who, model in models.items():
+        ap = VOCEvaluator(["face"], records, metric="voc", use_07_plus_one=False)
+        demo = VOCEvaluator(["face"], records, metric="voc", use_07_plus_one=False)
+        kept = 0
+        for rec, image in zip(records, images):
+            boxes, scores = model(image, AP_SCORE_THRESH, AP_TOPK, AP_MAX_DETECTIONS)
+            labels = np.ones(len(scores), np.int64)
+            ap.process([rec["image_id"]], [{"boxes": boxes, "scores": scores, "labels": labels}])
+            sel = scores > SCORE_THRESH
+            kept += int(sel.sum())
+            demo.process(
+                [rec["image_id"]],
+                [{"boxes": boxes[sel], "scores": scores[sel], "labels": labels[sel]}],
+            )
+        m_ap, m_demo = ap.evaluate(), demo.evaluate()
+        num_gt = int(m_ap["num_gt/face"])
+        tp = int(m_demo["num_tp/face"])
+        found, total = 0, 0
+        for name, ref in sorted(reference.items()):
+            image = load_image(ULTRALIGHT_DIR / "images" / name)
+            ref_boxes = np.array([f["box_px_xyxy"] for f in ref["faces"]], np.float32)
+            order = np.argsort([-f["score"] for f in ref["faces"]], kind="stable")
+            boxes, _ = model(image, SCORE_THRESH, TOPK, TOPK)
+            found += count_found(ref_boxes[order].reshape(-1, 4), boxes)
+            total += len(ref_boxes)
+        out[who] = {
+            "images": len(records),
+            "faces": num_gt,
+            "AP50": float(m_ap["AP/face"]),
+            "recall": tp / max(num_gt, 1),
+            "precision": tp / max(kept, 1),
+            "detections": kept,
+            "reference_found": found,
+            "reference_total": total,
+        }
+    return out
+
+
 def _ms(res: dict[str, float] | None) -> str:
     return f"{res['best']:.2f} ({res['median']:.2f})" if res else "n/a"
 
@@ -737,7 +897,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="blocks per row and kind")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--image", type=str, default=None, help="benchmark image (any size)")
-    parser.add_argument("--checkpoint", type=str, default=None, help="trained face model")
+    parser.add_argument(
+        "--checkpoint",
+        type=str,
+        default="face",
+        help="trained face model: a file or a built-in name (default: the shipped 'face'); "
+        "'none': random weights, no accuracy",
+    )
+    parser.add_argument(
+        "--data",
+        type=str,
+        default=str(SHARED / "datasets" / "face_mask"),
+        help="face_mask folder (its held-out split is scored)",
+    )
     parser.add_argument(
         "--exporter",
         default="auto",
@@ -751,6 +923,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         worker(json.loads(args.worker))
         return 0
+    if args.checkpoint.lower() in ("none", "null", ""):
+        args.checkpoint = None
     if args.quick:
         args.iters, args.rounds, args.warmup = 3, 2, 1
         if args.exporter == "auto":
@@ -769,6 +943,14 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         print("preparing models and ONNX files...", file=sys.stderr, flush=True)
         specs, info = _prepare(args, tmp)
+        scores = None
+        if args.checkpoint and Path(args.data).is_dir():
+            print("scoring both models on the held-out face_mask split...", file=sys.stderr)
+            onnx_models = {
+                who: _OnnxFace(who, Path(spec["onnx"]), np.load(spec["anchors"]), args.threads)
+                for who, spec in (("ours", specs[1]), ("ultralight", specs[4]))
+            }
+            scores = accuracy(onnx_models, Path(args.data), limit=20 if args.quick else None)
         workers: list[_Worker] = []
         try:
             for spec in specs:  # set-up runs in parallel; timing is one row at a time
@@ -862,6 +1044,33 @@ def main(argv: list[str] | None = None) -> int:
         f"decode + NMS (score > {SCORE_THRESH}, IoU {NMS_THRESH}, top {TOPK}) -> pixel boxes; "
         f"ours: {load}; faces per image: {faces}"
     )
+    if scores is not None:
+        first = scores["ours"]
+        print()
+        print(
+            f"Accuracy, {time.strftime('%Y-%m-%d', time.gmtime())}: held-out face_mask split "
+            f"({first['images']} images, {first['faces']} faces, never trained on; {args.data}); "
+            "both models in ONNX Runtime at 320x240, same decode and NMS (IoU "
+            f"{NMS_THRESH}). AP50 = VOC all-point AP at IoU 0.5 over detections > "
+            f"{AP_SCORE_THRESH}; recall/precision of detections > {SCORE_THRESH}; reference "
+            f"faces = Ultra-Light's {first['reference_total']} OpenCV-reference faces on its 4 "
+            f"photos also found at > {SCORE_THRESH}"
+            + ("  [--quick: first 20 images only]" if args.quick else "")
+        )
+        head = (
+            f"{'model':<34}: {'AP50':>6} | {'recall':>6} | {'precision':>9} | "
+            f"{'reference faces found':>21}"
+        )
+        print(head)
+        print("-" * len(head))
+        for who in ("ours", "ultralight"):
+            r = scores[who]
+            print(
+                f"{names[who]:<34}: {r['AP50']:>6.3f} | {r['recall']:>6.3f} | "
+                f"{r['precision']:>9.3f} | "
+                f"{r['reference_found']:>3d} / {r['reference_total']:<3d} "
+                f"({r['reference_found'] / max(r['reference_total'], 1):.0%})"
+            )
     print(f"total bench time {time.perf_counter() - started:.0f} s")
     return 0
 

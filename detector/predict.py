@@ -187,8 +187,9 @@ def load_predictor(spec: DetectSchema) -> tuple[Predictor, list[str]]:
             "runtime (use device=auto or cpu)"
         )
     if spec.checkpoint is not None:
-        if not Path(spec.checkpoint).is_file():
-            raise FileNotFoundError(f"checkpoint={spec.checkpoint}: file not found")
+        from .builtin_weights import resolve_checkpoint
+
+        resolve_checkpoint(spec.checkpoint)  # a file or a built-in name (else lists the names)
         return _torch_predictor(spec)
     if Path(spec.model).suffix.lower() not in (".onnx", ".tflite"):
         raise ValueError(f"model={spec.model}: expected an exported .onnx or .tflite file")

@@ -8,7 +8,9 @@ Images and XML files may also share one folder. Each XML is matched to the image
 stem (any common image extension), falling back to the XML's ``<filename>``.
 
 Class names come from ``classes``, a labels file (one name per line), or are discovered from all
-XML files of the folder (sorted, so every split gets the same list). The split comes from a list
+XML files of the folder (sorted, so every split gets the same list). ``class_map`` renames or
+merges the XML class names first, e.g. the three mask states of a face-mask dataset into one
+``face`` class. The split comes from a list
 file (plain text with one image name or stem per line, or a CSV with a ``filename`` column such
 as the raccoon ``train_labels.csv``) or from a seeded random ratio.
 """
@@ -19,7 +21,7 @@ import csv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional  # noqa: UP035 - OmegaConf reads typing generics
 
 import numpy as np
 
@@ -171,7 +173,13 @@ class FolderDetection(DetectionDataset):
         val_fraction: fraction of images in ``val`` for the ratio split.
         test_fraction: fraction in ``test`` for the ratio split.
         seed: seed of the ratio split.
-        include_unannotated: also use images that have no XML file (as images without objects).
+        class_map: rename/merge XML class names before they are looked up, ``{xml name: class}``;
+            several names may map to one class. Names not in the map are used as they are. A key
+            that no XML file uses, or (with ``classes``/``labels_file``) a value that is not one of
+            the classes, is an error.
+        include_unannotated: also use images that have no XML file (as images without objects,
+            i.e. background negatives). Either way they are counted: ``num_unannotated`` images
+            were found without XML, ``num_unannotated_used`` of them were kept.
         keep_difficult: also train on objects marked difficult.
         skip_unknown_classes: drop (and count) objects whose class is not in ``classes`` instead of
             raising.
@@ -191,6 +199,7 @@ class FolderDetection(DetectionDataset):
         ann_dir: str | Path | None = None,
         classes: Sequence[str] | None = None,
         labels_file: str | Path | None = None,
+        class_map: Mapping[str, str] | None = None,
         split_file: str | Path | None = None,
         val_fraction: float = 0.2,
         test_fraction: float = 0.0,
@@ -246,18 +255,43 @@ class FolderDetection(DetectionDataset):
             raise DatasetError(
                 f"{self.name}: {len(missing)} annotation(s) point at missing images:\n  {listed}"
             )
+        unannotated = [stem for stem in images if stem not in parsed]
+        self.num_unannotated = len(unannotated)
         if include_unannotated:
-            for stem, path in images.items():
-                image_of.setdefault(stem, path)
+            for stem in unannotated:
+                image_of[stem] = images[stem]
+        elif unannotated:
+            for stem in unannotated:
+                self.issues.add(
+                    "image left out: no XML (dataset.include_unannotated=true keeps it as a "
+                    "negative)",
+                    f"{images[stem]} has no {stem}.xml in {xml_dir}",
+                )
 
+        raw_names = {obj.name for ann in parsed.values() for obj in ann.objects}
+        class_map = dict(class_map or {})
+        unused = sorted(set(class_map) - raw_names)
+        if unused:
+            raise DatasetError(
+                f"{xml_dir}: class_map names class(es) {unused} that no XML file uses "
+                f"(names in the XML files: {sorted(raw_names)})"
+            )
         if classes is None and labels_file is not None:
             classes = read_labels_file(labels_file)
         if classes is None:
-            classes = sorted({obj.name for ann in parsed.values() for obj in ann.objects})
+            classes = sorted({class_map.get(name, name) for name in raw_names})
             if not classes:
                 raise DatasetError(f"{self.name}: no class names found in {len(parsed)} XML files")
         classes = list(classes)
         class_to_label = {name: i + 1 for i, name in enumerate(classes)}
+        bad_targets = sorted({t for t in class_map.values() if t not in class_to_label})
+        if bad_targets:
+            raise DatasetError(
+                f"{self.name}: class_map maps to unknown class(es) {bad_targets} "
+                f"(classes: {classes})"
+            )
+        for raw, target in class_map.items():
+            class_to_label[raw] = class_to_label[target]
 
         if split_file is not None:
             wanted = read_split_list(split_file)
@@ -276,6 +310,7 @@ class FolderDetection(DetectionDataset):
                 seed=seed,
             )
 
+        self.num_unannotated_used = sum(stem not in parsed for stem in wanted)
         entries: list[ImageEntry] = []
         for stem in wanted:
             if stem in parsed:
@@ -306,6 +341,8 @@ class FolderDetection(DetectionDataset):
                     )
                 )
         self._finish(entries, classes)
+        #: images without any object (background negatives: empty XML or no XML), kept and counted
+        self.num_negatives = sum(len(e.boxes) == 0 for e in entries)
 
 
 # ------------------------------------------------------------------------- registry entry
@@ -319,6 +356,10 @@ class FolderDatasetConfig(DatasetConfig):
             images, ``val_fraction`` of them for validation.
         val_fraction: share of the images held out for validation (seeded by ``seed``).
         seed: seed of that split.
+        class_map: renames or merges the XML class names, e.g.
+            ``{with_mask: face, without_mask: face}``.
+        include_unannotated: images without an XML file are kept as negatives (else left out and
+            counted).
     """
 
     kind: str = "folder"
@@ -327,6 +368,8 @@ class FolderDatasetConfig(DatasetConfig):
     val_list: Optional[str] = None
     val_fraction: float = 0.1
     seed: int = 0
+    class_map: Optional[Dict[str, str]] = None
+    include_unannotated: bool = False
     eval: str = "voc"
 
 
@@ -354,6 +397,8 @@ def _folder_options(config: FolderDatasetConfig, split: str) -> tuple[str, dict[
         "labels_file": config.labels_file,
         "val_fraction": config.val_fraction,
         "seed": config.seed,
+        "class_map": config.class_map,
+        "include_unannotated": config.include_unannotated,
     }
     if config.classes is not None:
         options["classes"] = list(config.classes)

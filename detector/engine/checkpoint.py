@@ -106,15 +106,20 @@ def _write_failure(path: Path, exc: OSError) -> str:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` and check that it is a detector checkpoint.
+    """Load a checkpoint (a file, or a built-in name such as ``face``:
+    :mod:`detector.builtin_weights`) with ``weights_only=True`` and check that it is a detector
+    checkpoint.
 
     The stored model config is validated (types, sizes, counts; see :class:`ModelConfig`) before
     anything is built, so a crafted or damaged checkpoint is refused in one line by every command
     that reads checkpoints (eval, detect, export, ``resume=``, ``init=``).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+    from ..builtin_weights import resolve_checkpoint
+
+    try:
+        path = resolve_checkpoint(path)
+    except FileNotFoundError as exc:
+        raise CheckpointError(str(exc)) from None
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"{path}: the file is empty (0 bytes), not a checkpoint")
