@@ -24,7 +24,6 @@ __all__ = [
     "available_checkpoints",
     "builtin_path",
     "resolve_checkpoint",
-    "strip_checkpoint",
 ]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -96,38 +95,3 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
         f"{name}: checkpoint not found (no such file, and not a built-in checkpoint name); "
         f"built-in checkpoints:\n{available_checkpoints()}"
     )
-
-
-def strip_checkpoint(
-    source: str | Path, target: str | Path, *, use_ema: bool = True, note: str = ""
-) -> Path:
-    """Write a small inference checkpoint from a training one (``last.pt``/``best.pt``).
-
-    Keeps ``format_version``, ``model`` (the EMA weights when ``use_ema`` and present),
-    ``model_config``, ``classes``, the step count and the metrics of the run's last evaluation
-    (``metrics``), plus ``note`` (e.g. the command that
-    trained it); drops the optimizer, scheduler, EMA copy, RNG state and training config. The
-    result loads wherever a checkpoint does (``torch.load(weights_only=True)``).
-
-    Raises:
-        detector.engine.checkpoint.CheckpointError: ``source`` is not a detector checkpoint.
-    """
-    from .engine.checkpoint import load_checkpoint, save_checkpoint
-
-    ckpt = load_checkpoint(source)
-    ema = ckpt.get("ema") if use_ema else None
-    state = ema if ema is not None else ckpt["model"]
-    history = ckpt.get("history") or []
-    last = history[-1] if history and isinstance(history[-1], dict) else {}
-    payload = {
-        "model": {k: v.detach().clone().contiguous() for k, v in state.items()},
-        "model_config": ckpt["model_config"],
-        "classes": list(ckpt.get("classes", [])),
-        "metrics": {
-            k: float(v) for k, v in last.items() if isinstance(v, (int, float)) and k != "epoch"
-        },
-        "step": int(ckpt.get("step", 0)),
-        "weights": "ema" if ema is not None else "model",
-        "note": note,
-    }
-    return save_checkpoint(payload, target)

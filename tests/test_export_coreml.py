@@ -154,7 +154,7 @@ def test_unsupported_options_fail_before_work(kwargs, message, tmp_path, monkeyp
     assert_fails_before_work(options, message, tmp_path, monkeypatch)
 
 
-@pytest.mark.skipif(not can_run_coreml(), reason="Core ML runs only on macOS")
+@pytest.mark.skipif(not can_run_coreml(), reason="optional: Core ML runs only on macOS")
 def test_outputs_match_pytorch_on_macos(exports, model) -> None:
     images = preprocess(generated_images(2, seed=7, size=(96, 160)), SIZE)
     out = CoreMLRunner(exports["decoded"].model_path, stage="decoded")(images)

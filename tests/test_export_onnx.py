@@ -372,7 +372,8 @@ def test_every_registered_format_has_a_config_and_back() -> None:
     from detector.export import FORMATS
 
     yamls = sorted(f.stem for f in (REPO / "detector" / "conf" / "format").glob("*.yaml"))
-    assert sorted(FORMATS) == yamls
+    # format=web is the ONNX format (nms) wrapped in the web app by detector.web, not an entry
+    assert sorted(FORMATS) == [name for name in yamls if name != "web"]
     for name, fmt in FORMATS.items():
         assert fmt.name == name and fmt.stages[0] == "raw"
 

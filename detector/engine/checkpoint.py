@@ -32,6 +32,7 @@ __all__ = [
     "remove_stale_temporaries",
     "restore_rng_state",
     "save_checkpoint",
+    "strip_checkpoint",
 ]
 
 FORMAT_VERSION = 1
@@ -128,7 +129,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as exc:  # corrupt, truncated, not a torch file or holding objects
         raise CheckpointError(
             f"{path}: cannot read checkpoint ({_load_failure(exc, size)})"
-        ) from None
+        ) from exc  # the cause is kept for callers that classify it; one-line errors omit it
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
         raise CheckpointError(f"{path}: not a detector checkpoint (no 'model'/'model_config')")
     version = ckpt.get("format_version", 0)
@@ -248,3 +249,37 @@ def _to_tuples(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_to_tuples(v) for v in value)
     return value
+
+
+def strip_checkpoint(
+    source: str | Path, target: str | Path, *, use_ema: bool = True, note: str = ""
+) -> Path:
+    """Write a small inference checkpoint from a training one (``last.pt``/``best.pt``).
+
+    Keeps ``format_version``, ``model`` (the EMA weights when ``use_ema`` and present),
+    ``model_config``, ``classes``, the step count and the metrics of the run's last evaluation
+    (``metrics``), plus ``note`` (e.g. the command that
+    trained it); drops the optimizer, scheduler, EMA copy, RNG state and training config. The
+    result loads wherever a checkpoint does (``torch.load(weights_only=True)``).
+
+    Raises:
+        CheckpointError: ``source`` is not a detector checkpoint.
+    """
+    ckpt = load_checkpoint(source)
+    ema = ckpt.get("ema") if use_ema else None
+    state = ema if ema is not None else ckpt["model"]
+    history = ckpt.get("history") or []
+    last = history[-1] if history and isinstance(history[-1], dict) else {}
+    payload = {
+        "model": {k: v.detach().clone().contiguous() for k, v in state.items()},
+        "model_config": ckpt["model_config"],
+        "classes": list(ckpt.get("classes", [])),
+        "class_ids": ckpt.get("class_ids"),
+        "metrics": {
+            k: float(v) for k, v in last.items() if isinstance(v, (int, float)) and k != "epoch"
+        },
+        "step": int(ckpt.get("step", 0)),
+        "weights": "ema" if ema is not None else "model",
+        "note": note,
+    }
+    return save_checkpoint(payload, target)

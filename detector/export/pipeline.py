@@ -220,10 +220,10 @@ def _unreadable(path: Path, exc: Exception) -> str:
     """One line saying why ``path`` is not a checkpoint we can export (no torch advice to load it
     unsafely: a detector checkpoint never needs ``weights_only=False``)."""
     cause = exc.__cause__
-    if cause is None:  # read, but not a detector checkpoint (or a newer format)
-        return f"checkpoint={path}: {str(exc).removeprefix(f'{path}: ')}"
-    if path.stat().st_size == 0:
+    if path.is_file() and path.stat().st_size == 0:
         why = "empty file (0 bytes)"
+    elif cause is None:  # read, but not a detector checkpoint (or a newer format)
+        return f"checkpoint={path}: {str(exc).removeprefix(f'{path}: ')}"
     elif isinstance(cause, pickle.UnpicklingError) and _holds_objects(path, cause):
         why = (
             "refused: the file holds Python objects other than tensors and plain containers, "
