@@ -11,14 +11,14 @@ Known problems end with one line (``<command>: error: <message>``, exit 1), not 
 
 from __future__ import annotations
 
-import functools
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
+
+from .errors import friendly_errors, log_to_files
 
 __all__ = [
     "COMMANDS",
@@ -34,51 +34,6 @@ __all__ = [
 
 #: The configs shipped with the package (Hydra's search path for every command).
 CONF_DIR = Path(__file__).resolve().parent / "conf"
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    """Errors that deserve one line. ``DatasetError``, ``ResultsFileError`` and ``ExportError`` are
-    ``ValueError``s; the torch-side errors are taken from their modules only if those are loaded,
-    so this never imports torch."""
-    errors: list[type[BaseException]] = [FileNotFoundError, ValueError]
-    for module, name in (
-        ("detector.engine.checkpoint", "CheckpointError"),
-        ("detector.engine.train", "NonFiniteLossError"),
-    ):
-        loaded = sys.modules.get(module)
-        if loaded is not None:
-            errors.append(getattr(loaded, name))
-    return tuple(errors)
-
-
-def _label(command: str) -> str:
-    """``eval.py`` when run as a root script (``python eval.py``), else ``command``."""
-    script = Path(sys.argv[0]).name if sys.argv else ""
-    return script if script.endswith(".py") else command
-
-
-def friendly_errors(command: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Print ``<command>: error: <message>`` and exit 1 on known errors.
-
-    Set ``DETECTOR_TRACEBACK=1`` to see the full traceback instead.
-    """
-
-    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def inner(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except _known_errors() as exc:
-                if os.environ.get("DETECTOR_TRACEBACK"):
-                    raise
-                line = f"{_label(command)}: error: {exc}"
-                _log_to_files(line, 40)  # logging.ERROR
-                print(line, file=sys.stderr)
-                sys.exit(1)
-
-        return inner
-
-    return wrap
 
 
 def reject_unknown_keys(cfg: Any, path: str = "") -> None:
@@ -108,23 +63,6 @@ def reject_unknown_keys(cfg: Any, path: str = "") -> None:
             reject_unknown_keys(node, f"{path}{key}.")
 
 
-def _log_to_files(line: str, level: int) -> None:
-    """``line`` in the root logger's log files only (the console already shows it)."""
-    import logging
-
-    record = logging.makeLogRecord(
-        {
-            "name": "detector",
-            "levelno": level,
-            "levelname": logging.getLevelName(level),
-            "msg": line,
-        }
-    )
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
-
-
 class _TeeToLogFiles:
     """``sys.stdout`` that also writes each line to the root logger's log files (Hydra's
     ``<command>.log`` in the run folder), so the file holds what the command printed."""
@@ -140,7 +78,7 @@ class _TeeToLogFiles:
         self.pending += text
         *lines, self.pending = self.pending.split("\n")
         for line in lines:
-            _log_to_files(line, logging.INFO)
+            log_to_files(line, logging.INFO)
         return len(text)
 
     def flush(self) -> None:

@@ -125,7 +125,7 @@ def _main(argv: list[str] | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m detector.summary`` / ``detector summary``: known errors end with one line."""
-    from .cli import friendly_errors
+    from .errors import friendly_errors
 
     friendly_errors("detector summary")(_main)(argv)
 

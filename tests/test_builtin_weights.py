@@ -73,14 +73,15 @@ def test_unknown_name_lists_the_built_in_checkpoints(tmp_path: Path) -> None:
 
 
 def test_train_init_from_face() -> None:
+    from detector.classes import ClassSpec
     from detector.config import model_config_from
-    from detector.engine.train import _init_from_checkpoint
+    from detector.engine.finetune import init_from_checkpoint
     from detector.models import build_ssd
     from detector.summary import compose_config
 
     spec = compose_config(["experiment=face_mask"])
     model = build_ssd(model_config_from(spec, 1))
-    message = _init_from_checkpoint(model, "face", ["face"])
+    message = init_from_checkpoint(model, "face", ClassSpec(("face",)))
     n = len(model.state_dict())
     assert f"{n}/{n} tensors loaded" in message
     reference = load_detector("face")[0].state_dict()
@@ -132,9 +133,9 @@ def test_detect_cli_finds_ultralight_reference_faces(shared_data: Path, tmp_path
             str(REPO / "detect.py"),
             "checkpoint=face",
             f"source={ul / 'images'}",
-            "score_thresh=0.05",
-            "nms_thresh=0.3",
-            "max_detections=200",
+            "postprocess.score_thresh=0.05",
+            "postprocess.nms_thresh=0.3",
+            "postprocess.max_detections=200",
             "save=false",
             "progress=false",
             f"hydra.run.dir={tmp_path / 'run'}",

@@ -7,5 +7,5 @@ class ExportError(RuntimeError, ValueError):
     """An export request that cannot be carried out, or an artifact that failed verification.
 
     A ``ValueError`` as well, so the ``detector`` commands report it in one line
-    (:func:`detector.cli.friendly_errors`); a ``RuntimeError`` as it always was.
+    (:func:`detector.errors.friendly_errors`); a ``RuntimeError`` as it always was.
     """
