@@ -5,7 +5,7 @@ detection head and hands them to :meth:`AnchorGenerator.generate`. Nothing here 
 feature-map size: the same settings give 1917 anchors at 300x300, 2034 at 320x320 and 5118 at
 512x512 for the MobileNet-SSD backbone.
 
-Two anchor styles are supported with one flat settings schema (:class:`AnchorSettings`):
+Two anchor styles are supported with one flat settings schema (:class:`AnchorConfig`):
 
 * ``"tf"``: the TF Object Detection API ``ssd_anchor_generator`` (``MultipleGridAnchorGenerator``)
   as configured in ``ssd_mobilenet_v1_coco``: linearly spaced scales, one box per aspect ratio,
@@ -42,8 +42,8 @@ from torch import Tensor
 __all__ = [
     "ANCHOR_PRESETS",
     "ANCHOR_STYLES",
+    "AnchorConfig",
     "AnchorGenerator",
-    "AnchorSettings",
     "build_anchor_generator",
     "load_anchor_presets",
 ]
@@ -55,7 +55,7 @@ _RATIO_EPS = 1e-6
 
 
 @dataclass
-class AnchorSettings:
+class AnchorConfig:
     """Anchor settings for both styles in one flat, Hydra-friendly schema.
 
     Only ``str``/``float``/``int``/``bool`` and ``tuple[float, ...]``/``tuple[int, ...]`` fields:
@@ -177,8 +177,8 @@ class AnchorSettings:
         return len(self.sizes_per_layer) if self.sizes_per_layer else len(self.min_sizes)
 
 
-def load_anchor_presets(folder: str | Path | None = None) -> dict[str, AnchorSettings]:
-    """The anchor presets: one :class:`AnchorSettings` per YAML file of ``conf/anchors/``.
+def load_anchor_presets(folder: str | Path | None = None) -> dict[str, AnchorConfig]:
+    """The anchor presets: one :class:`AnchorConfig` per YAML file of ``conf/anchors/``.
 
     The YAML files (shipped inside the package) are the only place the presets are written:
     ``tf`` (TF OD API ``ssd_mobilenet_v1_coco``), ``caffe`` (chuanqi305 MobileNet-SSD) and
@@ -187,23 +187,23 @@ def load_anchor_presets(folder: str | Path | None = None) -> dict[str, AnchorSet
     import yaml
 
     folder = Path(folder) if folder is not None else Path(__file__).parent / "conf" / "anchors"
-    presets: dict[str, AnchorSettings] = {}
+    presets: dict[str, AnchorConfig] = {}
     for path in sorted(folder.glob("*.yaml")):
         values = yaml.safe_load(path.read_text()) or {}
         values.pop("defaults", None)
-        presets[path.stem] = AnchorSettings(**values)
+        presets[path.stem] = AnchorConfig(**values)
     return presets
 
 
 #: Preset name -> settings, read from ``detector/conf/anchors/*.yaml``.
-ANCHOR_PRESETS: dict[str, AnchorSettings] = load_anchor_presets()
+ANCHOR_PRESETS: dict[str, AnchorConfig] = load_anchor_presets()
 
 
 class AnchorGenerator:
     """Generate SSD anchors for a list of feature-map shapes.
 
     Args:
-        settings: the anchor settings (see :class:`AnchorSettings` and :data:`ANCHOR_PRESETS`).
+        settings: the anchor settings (see :class:`AnchorConfig` and :data:`ANCHOR_PRESETS`).
 
     Example:
         >>> gen = AnchorGenerator(ANCHOR_PRESETS["tf"])
@@ -212,9 +212,9 @@ class AnchorGenerator:
         torch.Size([1917, 4])
     """
 
-    def __init__(self, settings: AnchorSettings) -> None:
-        if not isinstance(settings, AnchorSettings):
-            raise TypeError(f"expected AnchorSettings, got {type(settings).__name__}")
+    def __init__(self, settings: AnchorConfig) -> None:
+        if not isinstance(settings, AnchorConfig):
+            raise TypeError(f"expected AnchorConfig, got {type(settings).__name__}")
         self.settings = settings
 
     def __repr__(self) -> str:
@@ -373,12 +373,12 @@ def _expand_ratios(ratios: Sequence[float], flip: bool) -> list[float]:
     return out
 
 
-def build_anchor_generator(anchors: str | AnchorSettings | Mapping[str, object]) -> AnchorGenerator:
+def build_anchor_generator(anchors: str | AnchorConfig | Mapping[str, object]) -> AnchorGenerator:
     """Build an :class:`AnchorGenerator` from a preset name, settings, or a plain mapping.
 
     Args:
         anchors: a key of :data:`ANCHOR_PRESETS` (``"tf"``, ``"caffe"``, ``"face"``), an
-            :class:`AnchorSettings`, or a mapping of its fields (e.g. a Hydra/OmegaConf node
+            :class:`AnchorConfig`, or a mapping of its fields (e.g. a Hydra/OmegaConf node
             converted to a dict; lists are turned into tuples).
 
     Returns:
@@ -388,7 +388,7 @@ def build_anchor_generator(anchors: str | AnchorSettings | Mapping[str, object])
         ValueError: unknown preset name (the message lists the presets) or invalid settings.
         TypeError: unsupported argument type.
     """
-    if isinstance(anchors, AnchorSettings):
+    if isinstance(anchors, AnchorConfig):
         return AnchorGenerator(anchors)
     if isinstance(anchors, str):
         if anchors not in ANCHOR_PRESETS:
@@ -397,7 +397,7 @@ def build_anchor_generator(anchors: str | AnchorSettings | Mapping[str, object])
             )
         return AnchorGenerator(ANCHOR_PRESETS[anchors])
     if isinstance(anchors, Mapping):
-        known = {f.name for f in fields(AnchorSettings)}
+        known = {f.name for f in fields(AnchorConfig)}
         unknown = set(anchors) - known
         if unknown:
             raise ValueError(f"unknown anchor settings fields: {sorted(unknown)}")
@@ -405,5 +405,5 @@ def build_anchor_generator(anchors: str | AnchorSettings | Mapping[str, object])
             k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
             for k, v in anchors.items()
         }
-        return AnchorGenerator(AnchorSettings(**values))  # type: ignore[arg-type]
-    raise TypeError(f"expected a preset name or AnchorSettings, got {type(anchors).__name__}")
+        return AnchorGenerator(AnchorConfig(**values))  # type: ignore[arg-type]
+    raise TypeError(f"expected a preset name or AnchorConfig, got {type(anchors).__name__}")

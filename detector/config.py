@@ -1,11 +1,16 @@
-"""Typed configuration: the only module that reads Hydra/OmegaConf objects.
+"""The typed train and eval configs: one dataclass per concept, used by Hydra and the library.
 
-Structured-config schemas (registered in Hydra's ConfigStore and used as bases in the ``conf/``
-defaults lists) make a misspelt key fail when the config is composed. :meth:`TrainSpec.from_hydra`
-turns a composed ``DictConfig`` into frozen, plain dataclasses that the library takes; no
-``DictConfig`` travels past the entry scripts and nothing from a checkpoint is ever instantiated.
+Each dataclass is both the Hydra schema of its group (registered in the ConfigStore and named in
+the ``conf/`` defaults lists, so a misspelt key fails when the config is composed) and what the
+library takes: :func:`from_hydra` turns a composed ``DictConfig`` into these plain dataclasses with
+``OmegaConf.to_object``; no ``DictConfig`` travels past the entry points and nothing read from a
+checkpoint is ever instantiated. The other concepts' configs live with their code:
+:class:`~detector.anchors.AnchorConfig`, :class:`~detector.postprocess_config.PostprocessConfig`,
+one config per dataset kind next to its reader (:mod:`detector.data.registry`),
+:class:`~detector.export.ExportConfig`, :class:`~detector.predict.DetectConfig`.
 
-One schema per group (OmegaConf cannot hold unions of structured configs). Schema fields use
+One schema per group (OmegaConf cannot hold unions of structured configs; a dataset option's own
+schema takes the place of the :class:`~detector.data.DatasetConfig` base). Fields use
 ``Optional[...]`` and ``List[...]`` from ``typing`` because OmegaConf reads those annotations.
 """
 
@@ -13,20 +18,20 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, List, Optional  # noqa: UP035 - OmegaConf reads typing generics
 
-from .anchors import AnchorSettings
+from .anchors import AnchorConfig
 from .data import DATASETS, DatasetConfig
 from .models.build import ModelConfig
-from .postprocess_settings import PostprocessSettings
+from .postprocess_config import PostprocessConfig
 
 __all__ = [
-    "AugmentSchema",
-    "BackboneSchema",
-    "EvalSchema",
-    "HeadSchema",
-    "OptimizerSchema",
-    "SchedulerSchema",
-    "TrainSchema",
-    "TrainerSchema",
+    "AugmentConfig",
+    "BackboneConfig",
+    "EvalConfig",
+    "HeadConfig",
+    "OptimizerConfig",
+    "SchedulerConfig",
+    "TrainConfig",
+    "TrainerConfig",
     "from_hydra",
     "model_config_from",
     "register_schemas",
@@ -36,7 +41,7 @@ __all__ = [
 
 # --------------------------------------------------------------------------- schemas (Hydra side)
 @dataclass
-class BackboneSchema:
+class BackboneConfig:
     name: str = "mobilenet_v1"
     alpha: float = 1.0  # width multiplier α (Howard et al. 2017); TF calls it depth_multiplier
     min_depth: int = 8
@@ -47,7 +52,7 @@ class BackboneSchema:
 
 
 @dataclass
-class HeadSchema:
+class HeadConfig:
     type: str = "ssd"  # "ssd" | "ssdlite"
     kernel_size: int = 1
     extra_depths: List[int] = field(default_factory=lambda: [512, 256, 256, 128])
@@ -63,7 +68,7 @@ class HeadSchema:
 
 
 @dataclass
-class AugmentSchema:
+class AugmentConfig:
     preset: str = "ssd"  # ssd | ssdlite | none
     p_flip: float = 0.5
     mean_fill: List[int] = field(default_factory=lambda: [127, 127, 127])
@@ -73,7 +78,7 @@ class AugmentSchema:
 
 
 @dataclass
-class OptimizerSchema:
+class OptimizerConfig:
     name: str = "sgd"  # sgd | rmsprop | adamw
     lr: float = 0.01
     momentum: float = 0.9
@@ -86,7 +91,7 @@ class OptimizerSchema:
 
 
 @dataclass
-class SchedulerSchema:
+class SchedulerConfig:
     name: str = "cosine"  # cosine | multistep | constant
     warmup_epochs: float = 1.0
     warmup_factor: float = 0.001
@@ -96,7 +101,7 @@ class SchedulerSchema:
 
 
 @dataclass
-class TrainerSchema:
+class TrainerConfig:
     epochs: int = 20
     batch_size: int = 32
     num_workers: int = 2
@@ -116,18 +121,18 @@ class TrainerSchema:
 
 
 @dataclass
-class TrainSchema:
-    backbone: BackboneSchema = field(default_factory=BackboneSchema)
-    head: HeadSchema = field(default_factory=HeadSchema)
-    anchors: AnchorSettings = field(default_factory=AnchorSettings)
+class TrainConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
     # The group option's own schema (CocoDatasetConfig, ...) takes this base's place when the
     # config is composed (OmegaConf merges a subclass into its base, never across siblings).
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    augment: AugmentSchema = field(default_factory=AugmentSchema)
-    optimizer: OptimizerSchema = field(default_factory=OptimizerSchema)
-    scheduler: SchedulerSchema = field(default_factory=SchedulerSchema)
-    trainer: TrainerSchema = field(default_factory=TrainerSchema)
-    postprocess: PostprocessSettings = field(default_factory=PostprocessSettings)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     image_size: List[int] = field(default_factory=lambda: [300, 300])  # (H, W)
     device: str = "auto"  # auto | cpu | cuda | cuda:N (the same key in every command)
     mean: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
@@ -139,11 +144,11 @@ class TrainSchema:
 
 
 @dataclass
-class EvalSchema:
+class EvalConfig:
     """``eval.py``: a checkpoint on a dataset's validation split, or a results file."""
 
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    postprocess: PostprocessSettings = field(default_factory=PostprocessSettings)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     checkpoint: Optional[str] = None  # evaluate this model ...
     detections: Optional[str] = None  # ... or this COCO-format results file
     metric: Optional[str] = None  # coco | voc07 | voc | widerface (default: dataset.eval)
@@ -162,17 +167,17 @@ def register_schemas() -> None:
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainSchema)
-    cs.store(name="eval_schema", node=EvalSchema)
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
     for group, node in (
-        ("backbone", BackboneSchema),
-        ("head", HeadSchema),
-        ("anchors", AnchorSettings),
-        ("augment", AugmentSchema),
-        ("optimizer", OptimizerSchema),
-        ("scheduler", SchedulerSchema),
-        ("trainer", TrainerSchema),
-        ("postprocess", PostprocessSettings),
+        ("backbone", BackboneConfig),
+        ("head", HeadConfig),
+        ("anchors", AnchorConfig),
+        ("augment", AugmentConfig),
+        ("optimizer", OptimizerConfig),
+        ("scheduler", SchedulerConfig),
+        ("trainer", TrainerConfig),
+        ("postprocess", PostprocessConfig),
     ):
         cs.store(group=group, name=f"{group}_schema", node=node)
     for kind in DATASETS.values():  # conf/dataset/<option>.yaml names its kind's schema
@@ -180,8 +185,8 @@ def register_schemas() -> None:
 
 
 # ------------------------------------------------------------------------ plain side (library)
-def from_hydra(cfg: Any) -> TrainSchema | EvalSchema:
-    """Turn a composed Hydra config into the typed :class:`TrainSchema` dataclasses.
+def from_hydra(cfg: Any) -> TrainConfig | EvalConfig:
+    """Turn a composed Hydra config into the typed :class:`TrainConfig` dataclasses.
 
     ``OmegaConf.to_object`` validates every value against the schema and returns plain dataclass
     instances (lists, not ListConfig), which is all the library ever sees.
@@ -189,9 +194,9 @@ def from_hydra(cfg: Any) -> TrainSchema | EvalSchema:
     from omegaconf import OmegaConf
 
     spec = OmegaConf.to_object(cfg)
-    if isinstance(spec, EvalSchema):
+    if isinstance(spec, EvalConfig):
         return spec
-    if not isinstance(spec, TrainSchema):
+    if not isinstance(spec, TrainConfig):
         raise TypeError(f"expected a config built on train_schema, got {type(spec).__name__}")
     if len(spec.image_size) != 2 or min(spec.image_size) < 32:
         raise ValueError(f"image_size must be [H, W] with sides >= 32, got {spec.image_size}")
@@ -209,7 +214,7 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
-def model_config_from(spec: TrainSchema, num_classes: int) -> ModelConfig:
+def model_config_from(spec: TrainConfig, num_classes: int) -> ModelConfig:
     """The :class:`ModelConfig` described by a train/eval spec, for ``num_classes`` classes."""
     backbone, head = spec.backbone, spec.head
     if backbone.name != "mobilenet_v1":

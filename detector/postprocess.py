@@ -16,9 +16,9 @@ from torch import Tensor
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from detector.box_ops import BoxCoder
-from detector.postprocess_settings import SCORE_FUNCTIONS, PostprocessSettings
+from detector.postprocess_config import SCORE_FUNCTIONS, PostprocessConfig
 
-__all__ = ["SCORE_FUNCTIONS", "PostprocessSettings", "postprocess_detections"]
+__all__ = ["SCORE_FUNCTIONS", "PostprocessConfig", "postprocess_detections"]
 
 
 def postprocess_detections(

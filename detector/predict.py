@@ -26,12 +26,12 @@ from typing import Any, List, Optional  # noqa: UP035
 import cv2
 import numpy as np
 
-from .postprocess_settings import PostprocessSettings
+from .postprocess_config import PostprocessConfig
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "VIDEO_EXTENSIONS",
-    "DetectSchema",
+    "DetectConfig",
     "class_color",
     "draw_detections",
     "load_predictor",
@@ -46,7 +46,7 @@ Predictor = Callable[[np.ndarray], dict[str, Any]]
 
 
 @dataclass
-class DetectSchema:
+class DetectConfig:
     """Typed Hydra schema of ``detect.py`` (``conf/detect.yaml`` builds on it).
 
     Attributes:
@@ -77,8 +77,8 @@ class DetectSchema:
     checkpoint: Optional[str] = None  # noqa: UP045
     model: Optional[str] = None  # noqa: UP045
     source: Optional[str] = None  # noqa: UP045
-    postprocess: PostprocessSettings = field(
-        default_factory=lambda: PostprocessSettings(score_thresh=0.3, max_detections=100)
+    postprocess: PostprocessConfig = field(
+        default_factory=lambda: PostprocessConfig(score_thresh=0.3, max_detections=100)
     )
     device: str = "auto"
     classes: Optional[List[str]] = None  # noqa: UP006, UP045
@@ -97,12 +97,12 @@ def register_detect_schema() -> None:
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
-    store.store(name="detect_schema", node=DetectSchema)
-    store.store(group="postprocess", name="postprocess_schema", node=PostprocessSettings)
+    store.store(name="detect_schema", node=DetectConfig)
+    store.store(group="postprocess", name="postprocess_schema", node=PostprocessConfig)
 
 
 # ------------------------------------------------------------------------------------ backends
-def _torch_predictor(spec: DetectSchema) -> tuple[Predictor, list[str]]:
+def _torch_predictor(spec: DetectConfig) -> tuple[Predictor, list[str]]:
     import torch
 
     from .engine.checkpoint import load_detector
@@ -136,7 +136,7 @@ def _torch_predictor(spec: DetectSchema) -> tuple[Predictor, list[str]]:
     return predict, list(classes)
 
 
-def _onnx_predictor(spec: DetectSchema) -> tuple[Predictor, list[str]]:
+def _onnx_predictor(spec: DetectConfig) -> tuple[Predictor, list[str]]:
     """An exported model (``.onnx``, ``.tflite``) in its torch-free runtime."""
     from .runtime import load_detector
 
@@ -162,7 +162,7 @@ def _onnx_predictor(spec: DetectSchema) -> tuple[Predictor, list[str]]:
     return det, list(det.class_names)
 
 
-def load_predictor(spec: DetectSchema) -> tuple[Predictor, list[str]]:
+def load_predictor(spec: DetectConfig) -> tuple[Predictor, list[str]]:
     """The predictor of ``spec`` (checkpoint or ONNX model) and its class names.
 
     The predictor maps an RGB ``uint8`` image to ``boxes`` (pixel xyxy), ``scores`` and
@@ -338,7 +338,7 @@ def _results(
     return rows
 
 
-def _model_class_spec(spec: DetectSchema, class_names: list[str]):
+def _model_class_spec(spec: DetectConfig, class_names: list[str]):
     """The model's classes with their category ids where the checkpoint stores them."""
     from .classes import ClassSpec, checkpoint_class_spec
 
@@ -377,7 +377,7 @@ class _CocoImages:
 
 
 def run_detect(
-    spec: DetectSchema, out_dir: str | Path, *, log: Callable[[str], None] | None = None
+    spec: DetectConfig, out_dir: str | Path, *, log: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
     """Detect objects in ``spec.source`` and write the results into ``out_dir``.
 

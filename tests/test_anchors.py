@@ -12,8 +12,8 @@ import torch
 
 from detector.anchors import (
     ANCHOR_PRESETS,
+    AnchorConfig,
     AnchorGenerator,
-    AnchorSettings,
     build_anchor_generator,
 )
 
@@ -218,11 +218,11 @@ def test_unknown_preset_lists_presets() -> None:
 
 def test_invalid_settings() -> None:
     with pytest.raises(ValueError, match="style"):
-        AnchorSettings(style="retina")
+        AnchorConfig(style="retina")
     with pytest.raises(ValueError, match="max_sizes"):
-        AnchorSettings(style="caffe", max_sizes=(0.5,))
+        AnchorConfig(style="caffe", max_sizes=(0.5,))
     with pytest.raises(ValueError, match="caffe_aspect_ratio_counts"):
-        AnchorSettings(style="caffe", caffe_aspect_ratio_counts=(1, 1))
+        AnchorConfig(style="caffe", caffe_aspect_ratio_counts=(1, 1))
     with pytest.raises(ValueError, match="feature levels"):
         build_anchor_generator("caffe").generate(SHAPES_300[:5], (300, 300))
     with pytest.raises(TypeError):
@@ -241,7 +241,7 @@ def test_build_from_settings_and_mapping() -> None:
 
 def test_settings_fields_are_simple_types() -> None:
     allowed = {"str", "float", "int", "bool", "tuple[float, ...]", "tuple[int, ...]"}
-    for field in dataclasses.fields(AnchorSettings):
+    for field in dataclasses.fields(AnchorConfig):
         assert field.type in allowed, (field.name, field.type)
 
 

@@ -15,7 +15,7 @@ from detector.classes import ClassSpec, class_spec_of_checkpoint, dataset_class_
 from detector.engine.checkpoint import save_checkpoint
 from detector.engine.class_subset import DatasetClassModel, restrict_to_dataset
 from detector.models import ssd_mobilenet_v1
-from detector.postprocess import PostprocessSettings, postprocess_detections
+from detector.postprocess import PostprocessConfig, postprocess_detections
 
 COCO_IDS = {name: cid for cid, name in COCO_CATEGORIES}
 
@@ -120,7 +120,7 @@ def test_restricted_model_equals_full_postprocessing_then_filter(score_fn: str) 
             p.weight.mul_(3.0)
     model_spec = ClassSpec(("a", "b", "c", "d"))
     data_spec = ClassSpec(("d", "x", "b"))  # d -> 1, b -> 3, x is not in the model
-    post = PostprocessSettings(score_thresh=0.05, max_detections=10_000, topk_candidates=400)
+    post = PostprocessConfig(score_thresh=0.05, max_detections=10_000, topk_candidates=400)
     wrapped = DatasetClassModel(model, match_classes(model_spec, data_spec), post).eval()
     images = torch.rand(2, 3, 96, 96)
     sizes = [(96, 96), (96, 96)]
@@ -154,7 +154,7 @@ def test_restrict_to_dataset_errors_and_identity(tmp_path: Path) -> None:
     save_checkpoint({**payload, "classes": ["cat", "dog"]}, ckpt)
 
     Data = SimpleNamespace(classes=["cat", "dog"])
-    post = PostprocessSettings()
+    post = PostprocessConfig()
     same, cmap = restrict_to_dataset(model, ckpt, Data, post)
     assert same is model and cmap is not None and cmap.identity
     Data.classes = ["dog"]

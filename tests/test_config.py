@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from omegaconf import open_dict
 
-from detector.config import TrainSchema, from_hydra, model_config_from, register_schemas
+from detector.config import TrainConfig, from_hydra, model_config_from, register_schemas
 from detector.models import build_ssd
 
 CONF = Path(__file__).resolve().parents[1] / "detector" / "conf"
@@ -27,7 +27,7 @@ COMPANIONS = {("anchors", "face"): ["head.source_layers=[5,11,13]", "head.extra_
 register_schemas()
 
 
-def _compose(overrides: list[str]) -> TrainSchema:
+def _compose(overrides: list[str]) -> TrainConfig:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
         HydraConfig().set_config(cfg)  # as under @hydra.main: ${hydra:...} interpolations resolve
@@ -36,7 +36,7 @@ def _compose(overrides: list[str]) -> TrainSchema:
         return from_hydra(cfg)
 
 
-def _build_small(spec: TrainSchema) -> None:
+def _build_small(spec: TrainConfig) -> None:
     spec.image_size = [128, 160]
     model = build_ssd(model_config_from(spec, num_classes=3)).eval()
     with torch.no_grad():
@@ -64,7 +64,7 @@ def test_groups_found() -> None:
 )
 def test_every_group_option(group: str, option: str) -> None:
     spec = _compose([f"{group}={option}", *COMPANIONS.get((group, option), [])])
-    assert isinstance(spec, TrainSchema)
+    assert isinstance(spec, TrainConfig)
     _build_small(spec)
 
 

@@ -20,8 +20,8 @@ from detector.engine.checkpoint import save_checkpoint
 from detector.export import ExportOptions, export_checkpoint
 from detector.export.images import generated_images
 from detector.models import ssd_mobilenet_v1
-from detector.postprocess_settings import PostprocessSettings
-from detector.predict import DetectSchema, class_color, run_detect
+from detector.postprocess_config import PostprocessConfig
+from detector.predict import DetectConfig, class_color, run_detect
 from detector.runtime import iou_matrix
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,8 +74,8 @@ def _xyxy(rows: list[dict]) -> np.ndarray:
 def test_checkpoint_and_onnx_agree(setup, tmp_path) -> None:
     source = str(setup["images"] / "img0.png")
     common = {"source": source, "progress": False}
-    a = run_detect(DetectSchema(checkpoint=str(setup["ckpt"]), **common), tmp_path / "pt")
-    b = run_detect(DetectSchema(model=str(setup["onnx"]), **common), tmp_path / "onnx")
+    a = run_detect(DetectConfig(checkpoint=str(setup["ckpt"]), **common), tmp_path / "pt")
+    b = run_detect(DetectConfig(model=str(setup["onnx"]), **common), tmp_path / "onnx")
     ra = [r for r in a["detections"] if r["score"] >= 0.3]
     rb = [r for r in b["detections"] if r["score"] >= 0.3]
     assert ra, "the test model should give detections"
@@ -89,10 +89,10 @@ def test_checkpoint_and_onnx_agree(setup, tmp_path) -> None:
 
 
 def test_results_format_and_filters(setup, tmp_path) -> None:
-    spec = DetectSchema(
+    spec = DetectConfig(
         checkpoint=str(setup["ckpt"]), source=str(setup["images"]), progress=False,
         classes=["square"], save=False,
-        postprocess=PostprocessSettings(score_thresh=0.2, max_detections=4),
+        postprocess=PostprocessConfig(score_thresh=0.2, max_detections=4),
     )  # fmt: skip
     lines: list[str] = []
     rows = run_detect(spec, tmp_path, log=lines.append)["detections"]
@@ -107,21 +107,21 @@ def test_results_format_and_filters(setup, tmp_path) -> None:
     assert class_color(2) == class_color(2) and class_color(1) != class_color(2)
     with pytest.raises(ValueError, match="unknown"):
         run_detect(
-            DetectSchema(checkpoint=str(setup["ckpt"]), source=str(setup["images"]),
+            DetectConfig(checkpoint=str(setup["ckpt"]), source=str(setup["images"]),
                          classes=["dog"]), tmp_path,
         )  # fmt: skip
 
 
 def test_image_size_override(setup, tmp_path) -> None:
     source = str(setup["images"] / "img1.png")
-    spec = DetectSchema(
+    spec = DetectConfig(
         checkpoint=str(setup["ckpt"]), source=source, image_size=[96, 96], progress=False
     )
     rows = run_detect(spec, tmp_path)["detections"]
     assert all(r["bbox"][0] + r["bbox"][2] <= 160.01 for r in rows)
     with pytest.raises(ValueError, match="exported at"):
         run_detect(
-            DetectSchema(model=str(setup["onnx"]), source=source, image_size=[96, 96]), tmp_path
+            DetectConfig(model=str(setup["onnx"]), source=source, image_size=[96, 96]), tmp_path
         )
 
 
@@ -133,7 +133,7 @@ def test_video_source(setup, tmp_path) -> None:
     writer.release()
     out = tmp_path / "out"
     result = run_detect(
-        DetectSchema(model=str(setup["onnx"]), source=str(video), progress=False), out
+        DetectConfig(model=str(setup["onnx"]), source=str(video), progress=False), out
     )
     assert result["num_images"] == 3
     assert {r["frame"] for r in result["detections"]} <= {0, 1, 2}
@@ -143,9 +143,9 @@ def test_video_source(setup, tmp_path) -> None:
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
     with pytest.raises(ValueError, match=r"broken\.mp4"):
-        run_detect(DetectSchema(model=str(setup["onnx"]), source=str(broken)), out)
+        run_detect(DetectConfig(model=str(setup["onnx"]), source=str(broken)), out)
     with pytest.raises(ValueError, match="camera 97"):
-        run_detect(DetectSchema(model=str(setup["onnx"]), source="97"), out)
+        run_detect(DetectConfig(model=str(setup["onnx"]), source="97"), out)
 
 
 def test_cli_onnx_folder(setup, tmp_path) -> None:
@@ -201,7 +201,7 @@ def test_unreadable_images_in_a_folder_are_skipped_and_counted(setup, tmp_path) 
     common = {"checkpoint": str(setup["ckpt"]), "source": str(folder), "progress": False,
               "save": False}  # fmt: skip
     lines: list[str] = []
-    result = run_detect(DetectSchema(**common), tmp_path / "skip", log=lines.append)
+    result = run_detect(DetectConfig(**common), tmp_path / "skip", log=lines.append)
     assert result["unreadable"] == ["zz_bad.png"] and result["num_images"] == 2
     assert any(line.startswith("1 unreadable images skipped: zz_bad.png") for line in lines)
     written = json.loads((tmp_path / "skip" / "detections.json").read_text())
@@ -211,13 +211,13 @@ def test_unreadable_images_in_a_folder_are_skipped_and_counted(setup, tmp_path) 
     }
     # skip_unreadable=false: the bad image stops the run, what was done is still written.
     with pytest.raises(ValueError, match=r"zz_bad\.png: cannot read image"):
-        run_detect(DetectSchema(**common, skip_unreadable=False), tmp_path / "stop")
+        run_detect(DetectConfig(**common, skip_unreadable=False), tmp_path / "stop")
     assert json.loads((tmp_path / "stop" / "detections.json").read_text()) == written
     only_bad = tmp_path / "only_bad"
     only_bad.mkdir()
     (only_bad / "bad.png").write_bytes(b"x")
     with pytest.raises(ValueError, match="none of the 1 images could be read"):
-        run_detect(DetectSchema(**{**common, "source": str(only_bad)}), tmp_path / "none")
+        run_detect(DetectConfig(**{**common, "source": str(only_bad)}), tmp_path / "none")
 
 
 def test_ann_file_gives_real_image_and_category_ids(setup, tmp_path) -> None:
@@ -228,11 +228,11 @@ def test_ann_file_gives_real_image_and_category_ids(setup, tmp_path) -> None:
         "categories": [{"id": 7, "name": "square"}, {"id": 9, "name": "star"}],
     }))  # fmt: skip
     common = {"checkpoint": str(setup["ckpt"]), "source": str(setup["images"]),
-              "progress": False, "save": False, "postprocess": PostprocessSettings(score_thresh=0.05)}  # fmt: skip
-    plain = run_detect(DetectSchema(**common), tmp_path / "plain")["detections"]
+              "progress": False, "save": False, "postprocess": PostprocessConfig(score_thresh=0.05)}  # fmt: skip
+    plain = run_detect(DetectConfig(**common), tmp_path / "plain")["detections"]
     lines: list[str] = []
     result = run_detect(
-        DetectSchema(**common, ann_file=str(ann)), tmp_path / "ids", log=lines.append
+        DetectConfig(**common, ann_file=str(ann)), tmp_path / "ids", log=lines.append
     )
     rows = result["detections"]
     expected = [r for r in plain if r["file_name"] == "img0.png" and r["category_id"] == 2]
@@ -247,6 +247,6 @@ def test_ann_file_gives_real_image_and_category_ids(setup, tmp_path) -> None:
     ann.write_text(json.dumps({"images": [], "annotations": [],
                                "categories": [{"id": 1, "name": "star"}]}))  # fmt: skip
     with pytest.raises(ValueError, match="no class in common"):
-        run_detect(DetectSchema(**common, ann_file=str(ann)), tmp_path / "none")
+        run_detect(DetectConfig(**common, ann_file=str(ann)), tmp_path / "none")
     with pytest.raises(FileNotFoundError, match=r"ann_file=.*missing\.json: file not found"):
-        run_detect(DetectSchema(**common, ann_file=str(tmp_path / "missing.json")), tmp_path)
+        run_detect(DetectConfig(**common, ann_file=str(tmp_path / "missing.json")), tmp_path)

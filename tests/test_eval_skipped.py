@@ -134,7 +134,7 @@ def test_corrupt_image_in_the_evaluation_split(tmp_path: Path) -> None:
     from detector.engine.checkpoint import save_checkpoint
     from detector.engine.evaluate import evaluate_checkpoint_on
     from detector.models import ssd_mobilenet_v1
-    from detector.postprocess_settings import PostprocessSettings
+    from detector.postprocess_config import PostprocessConfig
 
     root = tmp_path / "data"
     dataset = build_dataset("synthetic", "val", root=root, num_train=2, num_val=6, seed=1)
@@ -161,7 +161,7 @@ def test_corrupt_image_in_the_evaluation_split(tmp_path: Path) -> None:
             dataset,
             tmp_path / "eval",
             metric="coco",
-            postprocess=PostprocessSettings(score_thresh=0.01),
+            postprocess=PostprocessConfig(score_thresh=0.01),
             device="cpu",
             batch_size=4,
             num_workers=0,
@@ -187,7 +187,7 @@ def test_corrupt_image_in_the_evaluation_split(tmp_path: Path) -> None:
     from detector.engine.train import evaluate_model
 
     spec = SimpleNamespace(
-        postprocess=PostprocessSettings(score_thresh=0.01), dataset=SimpleNamespace(eval="coco")
+        postprocess=PostprocessConfig(score_thresh=0.01), dataset=SimpleNamespace(eval="coco")
     )
     loader = make_val_loader(dataset, (96, 96), 4, 0, DistInfo())
     with warnings.catch_warnings():

@@ -380,14 +380,14 @@ def test_every_registered_format_has_a_config_and_back() -> None:
 
 def test_flat_options_build_the_one_config() -> None:
     from detector.export import ExportConfig, FormatConfig
-    from detector.postprocess_settings import PostprocessSettings
+    from detector.postprocess_config import PostprocessConfig
 
     flat = ExportOptions(
         format="tflite", opset=17, score_thresh=0.3, quant_exclude=("first_conv",), verify=False
     )
     nested = ExportConfig(
         format=FormatConfig(name="tflite", opset=17, quant_exclude=["first_conv"]),
-        postprocess=PostprocessSettings(score_thresh=0.3),
+        postprocess=PostprocessConfig(score_thresh=0.3),
         verify=False,
     )
     assert flat == nested

@@ -39,7 +39,7 @@ from detector.export import (
 from detector.export.images import generated_images, preprocess
 from detector.export.tflite_format import TFLiteRunner
 from detector.postprocess import postprocess_detections
-from detector.predict import DetectSchema, run_detect
+from detector.predict import DetectConfig, run_detect
 from detector.runtime import TFLiteDetector, iou_matrix, load_detector, preprocess_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -270,7 +270,7 @@ def test_detect_py_with_tflite_model(exported, tmp_path) -> None:
     proc = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = json.loads((tmp_path / "tfl" / "detections.json").read_text())
-    spec = DetectSchema(checkpoint=str(exported["ckpt"]), source=image, progress=False, save=False)
+    spec = DetectConfig(checkpoint=str(exported["ckpt"]), source=image, progress=False, save=False)
     ref = run_detect(spec, tmp_path / "pt")["detections"]
     assert ref, "the test model should give detections"
     assert [r["category_id"] for r in rows] == [r["category_id"] for r in ref]

@@ -21,15 +21,15 @@ from omegaconf import open_dict
 
 from detector.anchors import ANCHOR_PRESETS, AnchorGenerator
 from detector.config import (
-    EvalSchema,
-    TrainSchema,
+    EvalConfig,
+    TrainConfig,
     from_hydra,
     model_config_from,
     register_schemas,
 )
 from detector.data import WiderFace, WiderFaceDatasetConfig
 from detector.models import build_ssd
-from detector.postprocess_settings import PostprocessSettings
+from detector.postprocess_config import PostprocessConfig
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "detector" / "conf"
@@ -37,7 +37,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO)}
 register_schemas()
 
 
-def _compose(*overrides: str) -> TrainSchema:
+def _compose(*overrides: str) -> TrainConfig:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("train", overrides=["experiment=face", *overrides], return_hydra_config=True)
         HydraConfig().set_config(cfg)
@@ -182,7 +182,7 @@ def test_train_eval_detect_export(wider_root: Path, tmp_path: Path) -> None:
     from detector.engine.evaluate import evaluate_checkpoint
     from detector.engine.plots import read_metrics
     from detector.engine.train import fit
-    from detector.predict import DetectSchema, run_detect
+    from detector.predict import DetectConfig, run_detect
 
     run = tmp_path / "train"
     metrics = fit(_compose(*_train_args(wider_root)), run)
@@ -196,7 +196,7 @@ def test_train_eval_detect_export(wider_root: Path, tmp_path: Path) -> None:
         dataset = WiderFaceDatasetConfig(
             root=str(wider_root), min_face_size=10.0, eval_gt_dir=gt_dir
         )
-        spec = EvalSchema(
+        spec = EvalConfig(
             checkpoint=str(ckpt), metric="widerface", num_workers=0, device="cpu", dataset=dataset
         )
         out = tmp_path / f"eval_{key.replace('/', '_')}"
@@ -209,8 +209,8 @@ def test_train_eval_detect_export(wider_root: Path, tmp_path: Path) -> None:
     # detect.py draws faces (the barely trained model scores near 0.5; take everything).
     image = next((wider_root / "WIDER_val" / "images").rglob("*.jpg"))
     det = run_detect(
-        DetectSchema(checkpoint=str(ckpt), source=str(image), progress=False,
-                     postprocess=PostprocessSettings(score_thresh=0.0, max_detections=5)),
+        DetectConfig(checkpoint=str(ckpt), source=str(image), progress=False,
+                     postprocess=PostprocessConfig(score_thresh=0.0, max_detections=5)),
         tmp_path / "detect", log=lambda _: None,
     )  # fmt: skip
     assert det["detections"] and all(r["category_id"] == 1 for r in det["detections"])

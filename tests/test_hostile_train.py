@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from detector.cli import friendly_errors
-from detector.config import TrainSchema, from_hydra, model_config_from, register_schemas
+from detector.config import TrainConfig, from_hydra, model_config_from, register_schemas
 from detector.data import generate_synthetic
 from detector.engine import checkpoint as checkpoint_module
 from detector.engine.checkpoint import (
@@ -46,7 +46,7 @@ def tiny_synthetic(tmp_path_factory) -> Path:
     return root
 
 
-def _spec(root: Path, *overrides: str) -> TrainSchema:
+def _spec(root: Path, *overrides: str) -> TrainConfig:
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "detector" / "conf")):
         cfg = compose(
             "train",

@@ -16,7 +16,7 @@ from torchvision.ops import box_iou
 
 from detector.anchors import build_anchor_generator
 from detector.box_ops import BoxCoder
-from detector.postprocess import PostprocessSettings, postprocess_detections
+from detector.postprocess import PostprocessConfig, postprocess_detections
 
 SHAPES_300 = [(19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
 
@@ -76,7 +76,7 @@ def test_matches_torchvision_ssd(kw) -> None:
 
 def test_settings_defaults_match_torchvision_ssd() -> None:
     params = inspect.signature(SSD.__init__).parameters
-    settings = PostprocessSettings()
+    settings = PostprocessConfig()
     assert settings.score_thresh == params["score_thresh"].default
     assert settings.nms_thresh == params["nms_thresh"].default
     assert settings.max_detections == params["detections_per_img"].default

@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from detector.config import TrainSchema, from_hydra, register_schemas
+from detector.config import TrainConfig, from_hydra, register_schemas
 from detector.data import generate_synthetic
 from detector.engine.checkpoint import load_checkpoint, load_detector
 from detector.engine.data import build_datasets, make_val_loader
@@ -31,7 +31,7 @@ def tiny_synthetic(tmp_path_factory) -> Path:
     return root
 
 
-def _spec(root: Path, *overrides: str) -> TrainSchema:
+def _spec(root: Path, *overrides: str) -> TrainConfig:
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "detector" / "conf")):
         cfg = compose(
             "train",

@@ -113,7 +113,7 @@ def dataset_from_config(
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     entry = dataset_kind(config.kind)
-    if type(config) is DatasetConfig:  # the bare base (e.g. TrainSchema()): the kind's defaults
+    if type(config) is DatasetConfig:  # the bare base (e.g. TrainConfig()): the kind's defaults
         given = {k: v for k, v in dataclasses.asdict(config).items() if v is not None}
         config = entry.config(**given)
     if not isinstance(config, entry.config):

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..config import TrainSchema
+from ..config import TrainConfig
 from ..data import (
     SeededTransformDataset,
     build_transforms,
@@ -100,7 +100,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
         return len(self._batches())
 
 
-def build_datasets(spec: TrainSchema, info: DistInfo) -> tuple[Dataset, Dataset | None]:
+def build_datasets(spec: TrainConfig, info: DistInfo) -> tuple[Dataset, Dataset | None]:
     """The raw training and validation datasets (a kind's ``prepare`` step, e.g. generating the
     synthetic data, runs once on rank 0 before any rank reads)."""
     entry = dataset_kind(spec.dataset.kind)
@@ -117,7 +117,7 @@ def build_datasets(spec: TrainSchema, info: DistInfo) -> tuple[Dataset, Dataset 
     return train, val
 
 
-def make_train_loader(dataset: Dataset, spec: TrainSchema, info: DistInfo) -> DataLoader:
+def make_train_loader(dataset: Dataset, spec: TrainConfig, info: DistInfo) -> DataLoader:
     aug = spec.augment
     transform = build_transforms(
         aug.preset,

@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..postprocess import postprocess_detections
-from ..postprocess_settings import PostprocessSettings
+from ..postprocess_config import PostprocessConfig
 from .device import resolve_device
 
 __all__ = [
@@ -36,7 +36,7 @@ UNREADABLE = "unreadable image: could not be decoded, see the DataWarning naming
 def run_inference(
     model: nn.Module,
     loader,
-    post: PostprocessSettings,
+    post: PostprocessConfig,
     device: torch.device,
     *,
     progress: bool = False,
@@ -114,7 +114,7 @@ def evaluate_checkpoint_on(
     out_dir: str | Path,
     *,
     metric: str,
-    postprocess: PostprocessSettings,
+    postprocess: PostprocessConfig,
     device: str = "auto",
     batch_size: int = 32,
     num_workers: int = 2,
@@ -179,7 +179,7 @@ def evaluate_checkpoint_on(
 
 def evaluate_checkpoint(spec, out_dir: str | Path) -> dict[str, Any]:
     """``eval checkpoint=...``: :func:`evaluate_checkpoint_on` with an
-    :class:`~detector.config.EvalSchema`."""
+    :class:`~detector.config.EvalConfig`."""
     from ..data import dataset_from_config
 
     reader_split = None if spec.split == "val" else spec.split
@@ -242,7 +242,7 @@ def evaluate_results_on(
 
 def evaluate_detections_file(spec, out_dir: str | Path) -> dict[str, Any]:
     """``eval detections=...``: :func:`evaluate_results_on` with an
-    :class:`~detector.config.EvalSchema`; no model and no images."""
+    :class:`~detector.config.EvalConfig`; no model and no images."""
     from ..data import dataset_from_config
 
     metric = spec.metric or spec.dataset.eval

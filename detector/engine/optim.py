@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from ..config import OptimizerSchema, SchedulerSchema
+from ..config import OptimizerConfig, SchedulerConfig
 
 __all__ = ["build_optimizer", "build_scheduler", "lr_factor", "param_groups"]
 
@@ -38,7 +38,7 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool
     return groups
 
 
-def build_optimizer(model: nn.Module, cfg: OptimizerSchema) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay, cfg.no_decay_norm_bias)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
@@ -51,7 +51,7 @@ def build_optimizer(model: nn.Module, cfg: OptimizerSchema) -> torch.optim.Optim
     raise ValueError(f"unknown optimizer {cfg.name!r}; choose one of {OPTIMIZERS}")
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, cfg: SchedulerSchema) -> float:
+def lr_factor(step: int, total_steps: int, warmup_steps: int, cfg: SchedulerConfig) -> float:
     """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
     if cfg.name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {cfg.name!r}; choose one of {SCHEDULERS}")
@@ -71,7 +71,7 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, cfg: SchedulerSche
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: SchedulerSchema, total_steps: int, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, total_steps: int, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
     warmup = min(warmup, max(0, total_steps - 1))

@@ -27,7 +27,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from ..box_ops import BoxCoder
 from ..classes import dataset_class_spec
-from ..config import TrainSchema, model_config_from, to_plain
+from ..config import TrainConfig, model_config_from, to_plain
 from ..loss import MultiBoxLoss
 from ..models import SSD, ModelConfig, build_ssd
 from .checkpoint import (
@@ -110,7 +110,7 @@ def _freeze(model: SSD, stages: int) -> None:
 _AMP_CHOICES = ("auto", "none", "bf16", "fp16")
 
 
-def check_train_spec(spec: TrainSchema) -> None:
+def check_train_spec(spec: TrainConfig) -> None:
     """Refuse values that cannot train, in one line naming the value and what is allowed.
 
     Runs before any work (no data generated, no model built): the trainer's counts and sizes, the
@@ -151,7 +151,7 @@ def check_train_spec(spec: TrainSchema) -> None:
     model_config_from(spec, len(classes) if classes else 1)
 
 
-def _device_for(spec: TrainSchema) -> torch.device:
+def _device_for(spec: TrainConfig) -> torch.device:
     return resolve_device(spec.device)
 
 
@@ -170,7 +170,7 @@ def _describe_mismatch(
 
 
 def fit(
-    spec: TrainSchema,
+    spec: TrainConfig,
     out_dir: str | Path,
     *,
     on_step_end: Callable[[int, dict[str, float]], None] | None = None,
@@ -201,7 +201,7 @@ class Trainer:
 
     def __init__(
         self,
-        spec: TrainSchema,
+        spec: TrainConfig,
         out_dir: str | Path,
         *,
         on_step_end: Callable[[int, dict[str, float]], None] | None = None,
@@ -576,7 +576,7 @@ class Trainer:
 
 
 def evaluate_model(
-    model: nn.Module, loader, dataset, spec: TrainSchema, info: DistInfo, device: torch.device
+    model: nn.Module, loader, dataset, spec: TrainConfig, info: DistInfo, device: torch.device
 ) -> dict[str, float]:
     """Inference over the (sharded) validation loader, predictions gathered on rank 0, metrics."""
     image_ids, predictions = run_inference(model, loader, spec.postprocess, device)

@@ -13,7 +13,7 @@ format                 :class:`FormatConfig`           ``format=onnx format.opse
 int8 settings          :class:`QuantizationConfig`     ``format.quant_exclude=[first_conv]``
                        (a base of ``FormatConfig``:    (``int8=true calibration=<images>``
                        they are the format's)          switch it on)
-post-processing        ``PostprocessSettings``         ``postprocess.score_thresh=0.3``
+post-processing        ``PostprocessConfig``         ``postprocess.score_thresh=0.3``
                                                        ``postprocess.clip_boxes=false``
 verification           :class:`VerificationConfig`     ``verify_images=<dir> num_verify_images=3``
                        (a base of ``ExportConfig``)
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, Optional
 
-from ..postprocess_settings import PostprocessSettings
+from ..postprocess_config import PostprocessConfig
 from .errors import ExportError
 
 if TYPE_CHECKING:
@@ -168,7 +168,7 @@ class ExportConfig(VerificationConfig):
     """
 
     format: FormatConfig = field(default_factory=FormatConfig)
-    postprocess: PostprocessSettings = field(default_factory=PostprocessSettings)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     checkpoint: Optional[str] = None
     use_ema: bool = True
     image_size: Optional[List[int]] = None
@@ -263,7 +263,7 @@ def options_from_dict(values: Mapping[str, Any]) -> ExportConfig:
     """
     top = set(_field_names(ExportConfig))
     fmt_keys = set(_field_names(FormatConfig)) - {"name"}
-    post_keys = set(_field_names(PostprocessSettings))
+    post_keys = set(_field_names(PostprocessConfig))
     unknown = sorted(set(values) - top - fmt_keys - post_keys)
     if unknown:
         raise ExportError(f"unknown export options {unknown}")
@@ -277,9 +277,9 @@ def options_from_dict(values: Mapping[str, Any]) -> ExportConfig:
         fmt = {} if fmt is None else {"name": fmt}
     fmt.update({k: v for k, v in values.items() if k in fmt_keys})
     post = values.get("postprocess") or {}
-    post = dataclasses.asdict(post) if isinstance(post, PostprocessSettings) else dict(post)
+    post = dataclasses.asdict(post) if isinstance(post, PostprocessConfig) else dict(post)
     post.update({k: v for k, v in values.items() if k in post_keys})
-    return ExportConfig(format=FormatConfig(**fmt), postprocess=PostprocessSettings(**post), **data)
+    return ExportConfig(format=FormatConfig(**fmt), postprocess=PostprocessConfig(**post), **data)
 
 
 def ExportOptions(**values: Any) -> ExportConfig:  # the name callers already use

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..anchors import ANCHOR_PRESETS, AnchorSettings, build_anchor_generator
+from ..anchors import ANCHOR_PRESETS, AnchorConfig, build_anchor_generator
 from .heads import HEAD_TYPES, SSDFeatureExtractor, SSDHead
 from .layers import ACTIVATIONS, PADDINGS
 from .mobilenet_v1 import MobileNetV1
@@ -64,7 +64,7 @@ class ModelConfig:
     image_size: tuple[int, int] = (300, 300)
     head: str = "ssd"
     head_kernel_size: int = 1
-    anchors: AnchorSettings = field(default_factory=lambda: ANCHOR_PRESETS["tf"])
+    anchors: AnchorConfig = field(default_factory=lambda: ANCHOR_PRESETS["tf"])
     activation: str = "relu6"
     padding: str = "torch"
     extra_depths: tuple[int, ...] = (512, 256, 256, 128)
@@ -100,10 +100,10 @@ class ModelConfig:
             self.anchors = _anchor_settings(self.anchors)
         elif isinstance(self.anchors, dict):
             try:
-                self.anchors = AnchorSettings(**self.anchors)
+                self.anchors = AnchorConfig(**self.anchors)
             except TypeError as exc:  # unknown or missing keys
                 raise ValueError(f"anchors: {exc}") from None
-        elif not isinstance(self.anchors, AnchorSettings):
+        elif not isinstance(self.anchors, AnchorConfig):
             raise ValueError(
                 f"anchors must be a preset name or anchor settings, got "
                 f"{type(self.anchors).__name__}"
@@ -278,8 +278,8 @@ def check_model_size(config: ModelConfig) -> None:
         )
 
 
-def _anchor_settings(anchors: str | AnchorSettings) -> AnchorSettings:
-    if isinstance(anchors, AnchorSettings):
+def _anchor_settings(anchors: str | AnchorConfig) -> AnchorConfig:
+    if isinstance(anchors, AnchorConfig):
         return anchors
     if anchors not in ANCHOR_PRESETS:
         raise ValueError(
@@ -353,7 +353,7 @@ def ssd_mobilenet_v1(
     image_size: tuple[int, int] = (300, 300),
     head: str = "ssd",
     head_kernel_size: int = 1,
-    anchors: str | AnchorSettings = "tf",
+    anchors: str | AnchorConfig = "tf",
     activation: str = "relu6",
     padding: str = "torch",
     extra_depths: tuple[int, ...] = (512, 256, 256, 128),

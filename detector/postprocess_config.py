@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SCORE_FUNCTIONS", "PostprocessSettings"]
+__all__ = ["SCORE_FUNCTIONS", "PostprocessConfig"]
 
 #: How class scores come from the logits (a property of the model, see ``ModelConfig.score_fn``).
 SCORE_FUNCTIONS = ("softmax", "sigmoid")
 
 
 @dataclass
-class PostprocessSettings:
+class PostprocessConfig:
     """Scalar post-processing settings (defaults as torchvision's SSD).
 
     Pass them on with ``postprocess_detections(..., **dataclasses.asdict(settings))``. How scores
