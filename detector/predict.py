@@ -13,8 +13,10 @@ Outputs in ``out_dir``: annotated images (same file names), annotated videos (``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -241,7 +243,16 @@ def _read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def _quiet_video_backends() -> None:
+    """OpenCV's and FFmpeg's own messages (V4L2 "can't open camera by index", "moov atom not
+    found") would precede our one-line error; detect.py says what failed itself."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read when FFmpeg opens
+    with contextlib.suppress(AttributeError):
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def _open_capture(src: _Source) -> tuple[Any, str]:
+    _quiet_video_backends()
     if src.kind == "camera":
         cap = cv2.VideoCapture(src.camera)
         name = f"camera{src.camera}"

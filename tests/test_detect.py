@@ -250,3 +250,18 @@ def test_ann_file_gives_real_image_and_category_ids(setup, tmp_path) -> None:
         run_detect(DetectConfig(**common, ann_file=str(ann)), tmp_path / "none")
     with pytest.raises(FileNotFoundError, match=r"ann_file=.*missing\.json: file not found"):
         run_detect(DetectConfig(**common, ann_file=str(tmp_path / "missing.json")), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [("bad.mp4", "bad.mp4: video cannot be opened"), ("7", "camera 7 cannot be opened")],
+)
+def test_video_backend_noise_does_not_precede_the_error(setup, tmp_path, source, message) -> None:
+    """FFmpeg ("moov atom not found") and V4L2 warnings used to come before our error line."""
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    proc = _run(
+        f"checkpoint={setup['ckpt']}", f"source={source}", "hydra.run.dir=out", cwd=tmp_path
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
