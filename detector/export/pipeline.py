@@ -198,9 +198,15 @@ def export_checkpoint(
 
     config = config or ExportConfig()
     config.check()
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise ExportError(f"checkpoint={checkpoint}: file not found")
+    from ..builtin_weights import available_checkpoints, resolve_checkpoint
+
+    try:  # a file, or a built-in name such as "face"
+        checkpoint = resolve_checkpoint(checkpoint)
+    except FileNotFoundError:
+        raise ExportError(
+            f"checkpoint={checkpoint}: file not found, and not a built-in checkpoint name; "
+            f"built-in checkpoints:\n{available_checkpoints()}"
+        ) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the safe unpickler's notes on foreign pickles
