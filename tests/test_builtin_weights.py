@@ -163,3 +163,11 @@ def test_detect_cli_finds_ultralight_reference_faces(shared_data: Path, tmp_path
     # The shipped weights find none of them yet (docs/faces.md: 0/117, held-out AP50 0.025);
     # raise MIN_REFERENCE_FACES with better weights.
     assert found >= MIN_REFERENCE_FACES, found
+
+
+def test_export_takes_a_built_in_name(tmp_path: Path) -> None:
+    from detector.export import ExportOptions, export_checkpoint
+
+    result = export_checkpoint("face", tmp_path, ExportOptions(num_verify_images=2), log=None)
+    assert result.model_path == tmp_path / "face.onnx" and result.passed
+    assert result.sidecar["classes"] == ["face"]
