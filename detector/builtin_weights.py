@@ -91,6 +91,8 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     name = str(name_or_path)
     if name in BUILTIN_CHECKPOINTS:
         return builtin_path(name)
+    if path.suffix or len(path.parts) > 1:  # a path, not a name: no list of names
+        raise UnknownCheckpointError(f"{path}: checkpoint not found")
     raise UnknownCheckpointError(
         f"{name}: checkpoint not found (no such file, and not a built-in checkpoint name); "
         f"built-in checkpoints:\n{available_checkpoints()}"

@@ -66,7 +66,9 @@ def test_unknown_name_lists_the_built_in_checkpoints(tmp_path: Path) -> None:
     with pytest.raises(UnknownCheckpointError, match=r"fcae: checkpoint not found.*\n  face: "):
         resolve_checkpoint("fcae")
     with pytest.raises(CheckpointError, match=r"built-in checkpoints:\n  face: face detector"):
-        load_checkpoint(tmp_path / "missing.pt")
+        load_checkpoint("fcae")
+    with pytest.raises(CheckpointError, match=r"missing\.pt: checkpoint not found$"):
+        load_checkpoint(tmp_path / "missing.pt")  # a path: one line, no list of names
     # an existing file always wins over a built-in name
     own = tmp_path / "face"
     own.write_bytes(b"x")

@@ -28,6 +28,21 @@ __all__ = ["STEP_KEYS", "RunLogger", "StepRecord", "carry_best", "print_line"]
 STEP_KEYS = ("train/loss", "train/loss_box", "train/loss_cls", "train/lr")
 
 
+def _set_aside_event_files(folder: Path) -> None:
+    """Move the event files of ``folder`` into ``folder/superseded/<n>/`` (a resumed run writes
+    the whole record again)."""
+    old = sorted(folder.glob("events.out.tfevents.*")) if folder.is_dir() else []
+    if not old:
+        return
+    n = 1
+    while (folder / "superseded" / str(n)).exists():
+        n += 1
+    target = folder / "superseded" / str(n)
+    target.mkdir(parents=True)
+    for path in old:
+        path.rename(target / path.name)
+
+
 def print_line(line: str, log_path: Path) -> None:
     """A line on stdout, in the log files and in ``log_path`` (unless a log file is it)."""
     from tqdm import tqdm
@@ -159,7 +174,11 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             # purge_step=1: TensorBoard hides what older event files hold from step 1 on, and the
-            # record is written again below.
+            # record is written again below. The older files also move to superseded/ (nothing is
+            # deleted): event files are ordered by the second in their name, so a file written in
+            # the same second as the resumed run's could otherwise be read after it.
+            if record is not None:
+                _set_aside_event_files(out_dir / "tensorboard")
             self.tb = SummaryWriter(
                 str(out_dir / "tensorboard"), purge_step=1 if record is not None else None
             )
