@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from train_common import tiny_train_spec
 
 from detector.cli import friendly_errors
 from detector.config import TrainConfig, from_hydra, model_config_from, register_schemas
@@ -36,8 +36,6 @@ from detector.models import ModelConfig, build_ssd
 REPO = Path(__file__).resolve().parents[1]
 register_schemas()
 
-TINY = ("backbone.alpha=0.25", "image_size=[96,96]")
-
 
 @pytest.fixture(scope="module")
 def tiny_synthetic(tmp_path_factory) -> Path:
@@ -47,22 +45,7 @@ def tiny_synthetic(tmp_path_factory) -> Path:
 
 
 def _spec(root: Path, *overrides: str) -> TrainConfig:
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "detector" / "conf")):
-        cfg = compose(
-            "train",
-            overrides=[
-                "trainer=debug",
-                f"dataset.root={root}",
-                "dataset.num_train=8",
-                "dataset.num_val=4",
-                "dataset.seed=3",
-                *TINY,
-                *overrides,
-            ],
-        )
-        with open_dict(cfg):
-            cfg.pop("hydra", None)
-        return from_hydra(cfg)
+    return tiny_train_spec(root, *overrides, num_train=8, num_val=4)
 
 
 def _train_cli(root: Path, out: Path, *overrides: str, capsys) -> tuple[int, str]:

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from train_common import tiny_train_spec
 
-from detector.config import TrainConfig, from_hydra, register_schemas
+from detector.config import TrainConfig, register_schemas
 from detector.data import generate_synthetic
 from detector.engine.checkpoint import load_checkpoint, load_detector
 from detector.engine.data import build_datasets, make_val_loader
@@ -32,23 +31,7 @@ def tiny_synthetic(tmp_path_factory) -> Path:
 
 
 def _spec(root: Path, *overrides: str) -> TrainConfig:
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "detector" / "conf")):
-        cfg = compose(
-            "train",
-            overrides=[
-                "trainer=debug",
-                f"dataset.root={root}",
-                "dataset.num_train=16",
-                "dataset.num_val=6",
-                "dataset.seed=3",
-                "backbone.alpha=0.25",
-                "image_size=[96,96]",
-                *overrides,
-            ],
-        )
-        with open_dict(cfg):
-            cfg.pop("hydra", None)
-        return from_hydra(cfg)
+    return tiny_train_spec(root, *overrides, num_train=16, num_val=6)
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
