@@ -50,15 +50,16 @@ try {
       await settled(() => ['ready', 'error'].includes(document.body.dataset.state));
       results.push(await snapshot());
     } else if (step.do === 'file') {
-      const before = await page.evaluate(() => window.detectorWeb.frames);
+      // settle on this step's own outcome: an error raised after it started, or its frame
+      const [before, errors] = await page.evaluate(() => [window.detectorWeb.frames, window.detectorWeb.errors]);
       await page.setInputFiles('#file', step.path);
-      await settled(([n, name]) => {
+      await settled(([n, e, name]) => {
         const s = window.detectorWeb;
-        return s.state === 'error' || (s.frames > n && s.last?.source === name);
-      }, [before, basename(step.path)]);
+        return s.errors > e || (s.frames > n && s.last?.source === name);
+      }, [before, errors, basename(step.path)]);
       results.push(await snapshot());
     } else if (step.do === 'camera' || step.do === 'video') {
-      const before = await page.evaluate(() => window.detectorWeb.frames);
+      const [before, errors] = await page.evaluate(() => [window.detectorWeb.frames, window.detectorWeb.errors]);
       let source = 'camera';
       if (step.do === 'camera') {
         await page.evaluate(() => window.detectorWeb.startCamera('user'));
@@ -66,10 +67,10 @@ try {
         await page.setInputFiles('#file', step.path);
         source = basename(step.path);
       }
-      await settled(([n, k, src]) => {
+      await settled(([n, e, k, src]) => {
         const s = window.detectorWeb;
-        return s.state === 'error' || (s.frames >= n + k && s.last?.source?.startsWith(src));
-      }, [before, step.frames ?? 3, source]);
+        return s.errors > e || (s.frames >= n + k && s.last?.source?.startsWith(src));
+      }, [before, errors, step.frames ?? 3, source]);
       // stop, so that the frame on the canvas is the one whose detections are reported
       const out = await page.evaluate(() => {
         const s = window.detectorWeb;

@@ -32,6 +32,7 @@ const state = {
   crossOriginIsolated: self.crossOriginIsolated === true,
   ortVersion: null,
   frames: 0,          // frames detected since the page loaded
+  errors: 0,          // errors shown since the page loaded
   last: null,         // { source, width, height, detections: [{label, name, score, box}], timings }
 };
 window.detectorWeb = state;
@@ -62,6 +63,7 @@ function showMessage(text, kind = 'error') {
   box.hidden = false;
   if (kind === 'error') {
     state.error = text;
+    state.errors += 1;
     setState('error');
     paintMessageOnCanvas(text);
   }
@@ -70,6 +72,7 @@ function showMessage(text, kind = 'error') {
 function clearMessage() {
   $('message').hidden = true;
   state.error = null;
+  if (state.state === 'error' && session) setState('ready'); // a new source starts clean
 }
 
 // The canvas never stays blank: an error is written on it too.
